@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -221,3 +223,21 @@ def test_diff_variants_names_only_what_changed(tmp_path: Path) -> None:
     assert diff.unchanged == ("fluvius-t211",)
     assert diff.removed == ()
     assert diff_variants(old, old).empty
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run `python -m gateway` with arguments; capture its output."""
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", *args], capture_output=True, text=True, timeout=60
+    )
+
+
+def test_check_config_exit_codes(tmp_path: Path) -> None:
+    """check-config exits 0 on a valid config and 2 with file and field on stderr otherwise."""
+    path = write_config(tmp_path)
+    ok = run_cli("check-config", "--config", str(path))
+    assert ok.returncode == 0, ok.stderr
+    path = write_config(tmp_path, variants=VARIANTS.replace('"iskra-dsmr22"', '"a/b"'))
+    bad = run_cli("check-config", "--config", str(path))
+    assert bad.returncode == 2
+    assert f"{tmp_path / 'variants.toml'}: variant[1].id:" in bad.stderr
