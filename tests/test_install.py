@@ -1,0 +1,101 @@
+"""The systemd unit and scripts/install, checked without touching the machine."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+UNIT = ROOT / "systemd" / "p1-gateway.service"
+
+
+def unit_settings() -> dict[str, list[str]]:
+    """The unit's settings, key -> values in order (comments skipped)."""
+    settings: dict[str, list[str]] = {}
+    for line in UNIT.read_text().splitlines():
+        if "=" in line and not line.startswith("#"):
+            key, value = line.split("=", 1)
+            settings.setdefault(key.strip(), []).append(value.strip())
+    return settings
+
+
+def test_unit_is_notify_with_watchdog_restart_and_serial_access() -> None:
+    """The unit is Type=notify with a HUP reload, a watchdog, restarts and serial ports allowed."""
+    s = unit_settings()
+    assert s["Type"] == ["notify"]
+    assert s["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
+    assert s["Restart"] == ["on-failure"]
+    assert s["StartLimitIntervalSec"] == ["0"]
+    assert "WatchdogSec" in s
+    assert s["SupplementaryGroups"] == ["dialout"]
+    assert s["ProtectSystem"] == ["strict"]
+    assert s["StateDirectory"] == ["p1-gateway"]
+    assert "char-ttyUSB rw" in s["DeviceAllow"]
+    assert "PrivateDevices" not in s
+    assert not any("time-sync.target" in v for values in s.values() for v in values)
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not here")
+def test_systemd_analyze_verify_accepts_the_unit(tmp_path: Path) -> None:
+    """systemd-analyze verify accepts the unit, with no warning, once its paths exist."""
+    unit = tmp_path / "p1-gateway.service"
+    unit.write_text(UNIT.read_text().replace("/opt/p1-gateway", str(ROOT)))
+    out = subprocess.run(
+        ["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    assert str(unit) not in out.stderr, out.stderr  # any warning names the file
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not here")
+def test_systemd_analyze_verify_catches_a_broken_unit(tmp_path: Path) -> None:
+    """The verify check above can fail: a misspelt Type is reported."""
+    unit = tmp_path / "p1-gateway.service"
+    text = UNIT.read_text().replace("/opt/p1-gateway", str(ROOT))
+    unit.write_text(text.replace("Type=notify", "Type=notifyy"))
+    out = subprocess.run(
+        ["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60
+    )
+    assert str(unit) in out.stderr
+
+
+def test_install_into_destdir(tmp_path: Path) -> None:
+    """scripts/install --destdir stages code, config, unit, sysusers and udev rule."""
+    dest = tmp_path / "root"
+    subprocess.run(
+        [str(ROOT / "scripts" / "install"), "--destdir", str(dest), "--prefix", "/opt/p1gw"],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    unit = (dest / "etc/systemd/system/p1-gateway.service").read_text()
+    assert "ExecStart=/opt/p1gw/.venv/bin/p1-gateway run" in unit
+    assert "/opt/p1-gateway" not in unit
+    for rel in (
+        "etc/p1-gateway/p1-gateway.toml",
+        "etc/p1-gateway/variants.toml",
+        "etc/p1-gateway/slots.toml",
+        "etc/udev/rules.d/99-p1-gateway.rules",
+        "usr/lib/sysusers.d/p1-gateway.conf",
+        "opt/p1gw/gateway/p1/framer.py",
+        "opt/p1gw/scripts/setup",
+    ):
+        assert (dest / rel).is_file(), rel
+    assert not (dest / "opt/p1gw/.git").exists()
+    assert os.access(dest / "opt/p1gw/scripts/setup", os.X_OK)
+
+
+def test_install_keeps_edited_config(tmp_path: Path) -> None:
+    """A second install never overwrites a technician's config; the new one lands as .example."""
+    dest = tmp_path / "root"
+    cmd = [str(ROOT / "scripts" / "install"), "--destdir", str(dest)]
+    subprocess.run(cmd, check=True, capture_output=True, timeout=120)
+    edited = dest / "etc/p1-gateway/variants.toml"
+    edited.write_text("# edited on the rig\n")
+    subprocess.run(cmd, check=True, capture_output=True, timeout=120)
+    assert edited.read_text() == "# edited on the rig\n"
+    assert (dest / "etc/p1-gateway/variants.toml.example").is_file()
