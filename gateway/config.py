@@ -137,6 +137,13 @@ class LogConfig(_Frozen):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
 
+class StatusConfig(_Frozen):
+    """Where the daemon keeps its live status for `p1-gateway status` (tmpfs: no SD wear)."""
+
+    file: Path = Path("/run/p1-gateway/status.json")
+    interval: float = Field(default=1.0, gt=0, le=60)
+
+
 class VariantConfig(_Frozen):
     """One meter variant on the rig and the port it is read from."""
 
@@ -183,6 +190,7 @@ class _MainFile(BaseSettings):
     spool: SpoolConfig = SpoolConfig()
     clock: ClockConfig = ClockConfig()
     log: LogConfig = LogConfig()
+    status: StatusConfig = StatusConfig()
     variants_file: Path | None = None
     slots_file: Path | None = None
 
@@ -209,6 +217,7 @@ class GatewayConfig:
     spool: SpoolConfig
     clock: ClockConfig
     log: LogConfig
+    status: StatusConfig
     variants: tuple[VariantConfig, ...]
     slots: tuple[SlotConfig, ...]
     variants_file: Path | None
@@ -516,6 +525,7 @@ def load_config(path: str | os.PathLike[str]) -> GatewayConfig:
         }
     )
     spool = main.spool.model_copy(update={"dir": _resolve(base, main.spool.dir)})
+    status = main.status.model_copy(update={"file": _resolve(base, main.status.file)})
     return GatewayConfig(
         path=main_path,
         rig=main.rig,
@@ -523,6 +533,7 @@ def load_config(path: str | os.PathLike[str]) -> GatewayConfig:
         spool=spool,
         clock=main.clock,
         log=main.log,
+        status=status,
         variants=tuple(v for _, _, v in variant_entries),
         slots=tuple(sorted((s for _, _, s in slot_entries), key=lambda s: s.start)),
         variants_file=variants_file,

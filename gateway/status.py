@@ -1,0 +1,200 @@
+"""`p1-gateway status`: a live terminal table of every port's health and the rig's state.
+
+The daemon rewrites a small JSON status file (by default /run/p1-gateway/status.json, on
+tmpfs) about once a second; this command reads it, so it needs no broker credentials and
+works while the broker is down. `write_status_file` is the daemon's side of that exchange.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+from gateway.config import load_config
+from gateway.errors import ConfigError
+
+STALE_AFTER_S = 5.0
+
+_STATE_COLOURS = {"up": "32", "silent": "33", "down": "31"}
+
+
+def write_status_file(path: Path, status: Mapping[str, Any]) -> None:
+    """Replace the status file atomically (write a temporary file, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".status-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(status, fh, separators=(",", ":"), default=str)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_status_file(path: Path) -> dict[str, Any]:
+    """The daemon's last status; raise FileNotFoundError when it never wrote one."""
+    with path.open(encoding="utf-8") as fh:
+        data: dict[str, Any] = json.load(fh)
+    return data
+
+
+def _age(timestamp: str | None, now: datetime) -> str:
+    """How long ago an RFC 3339 time was, compactly ('3s', '4m', '2h', '-')."""
+    if not timestamp:
+        return "-"
+    try:
+        then = datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+    except ValueError:
+        return "?"
+    seconds = (now - then).total_seconds()
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.0f}h"
+
+
+def _paint(text: str, state: str, colour: bool) -> str:
+    """Colour a state word for a terminal."""
+    code = _STATE_COLOURS.get(state)
+    return f"\x1b[{code}m{text}\x1b[0m" if colour and code else text
+
+
+def render(status: Mapping[str, Any], *, now: datetime | None = None, colour: bool = False) -> str:
+    """The status as a table a technician reads at a glance."""
+    now = now or datetime.now(UTC)
+    lines = []
+    age = _age(status.get("updated_at"), now)
+    stale = False
+    try:
+        updated = datetime.fromisoformat(str(status.get("updated_at", "")).replace("Z", "+00:00"))
+        stale = (now - updated).total_seconds() > STALE_AFTER_S
+    except ValueError:
+        stale = True
+    broker = status.get("broker", {})
+    clock = status.get("clock", {})
+    slot = status.get("slot", {})
+    config = status.get("config", {})
+    head = f"rig {status.get('rig', '?')}  pid {status.get('pid', '?')}  updated {age} ago"
+    if stale:
+        head += "  ** STALE: is the daemon running? **"
+    lines.append(head)
+    lines.append(
+        f"broker {'connected' if broker.get('connected') else 'DISCONNECTED'}"
+        f"  spooled {broker.get('spooled', '-')}  in-flight {broker.get('in_flight', '-')}"
+        f"  acked {broker.get('acked', '-')}  set aside {broker.get('set_aside', '-')}"
+        f"  dropped {broker.get('dropped', '-')}"
+    )
+    holder = slot.get("holder")
+    lines.append(
+        f"clock {'synchronised' if clock.get('synced') else 'NOT SYNCHRONISED (routing held)'}"
+        f"  slot {holder + ' until ' + str(slot.get('until')) if holder else '(none)'}"
+    )
+    reload_info = config.get("last_reload") or {}
+    if reload_info and not reload_info.get("ok", True):
+        lines.append(
+            "config REFUSED at " + str(reload_info.get("at")) + ": still running the old one"
+        )
+        lines.extend("  " + str(p) for p in reload_info.get("problems", []))
+    header = (
+        "PORT",
+        "STATE",
+        "LAST",
+        "TELEGRAMS",
+        "CRC-ERR",
+        "OVERSIZE",
+        "NOISE-B",
+        "RECONN",
+        "JITTER",
+    )
+    rows = [header]
+    ports: Mapping[str, Mapping[str, Any]] = status.get("ports", {})
+    for variant, h in sorted(ports.items()):
+        jitter = h.get("jitter_ms")
+        rows.append(
+            (
+                variant,
+                str(h.get("state", "?")),
+                _age(h.get("last_telegram_at"), now),
+                str(h.get("telegrams", 0)),
+                str(h.get("crc_errors", 0)),
+                str(h.get("oversize", 0)),
+                str(h.get("noise_bytes", 0)),
+                str(h.get("reconnects", 0)),
+                "-" if jitter is None else f"{float(jitter):.0f}ms",
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    for n, row in enumerate(rows):
+        cells = [cell.ljust(widths[i]) for i, cell in enumerate(row)]
+        if n:
+            cells[1] = _paint(cells[1], row[1], colour)
+        lines.append("  ".join(cells).rstrip())
+    if not ports:
+        lines.append("(no ports configured)")
+    return "\n".join(lines)
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Declare status's arguments."""
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--config", help="the daemon's main TOML file (finds its status file)")
+    where.add_argument("--file", help="the status file itself")
+    parser.add_argument("--once", action="store_true", help="print once and exit")
+    parser.add_argument("--json", action="store_true", help="print the raw status JSON once")
+    parser.add_argument("--interval", type=float, default=1.0, help="refresh period, seconds")
+
+
+def _status_path(args: argparse.Namespace) -> Path:
+    """The status file named on the command line or by the config."""
+    if args.file:
+        return Path(args.file)
+    return load_config(args.config).status.file
+
+
+def _show(path: Path, out: TextIO, colour: bool) -> int:
+    """Print the status once; return 0, or 1 when there is none to print."""
+    try:
+        print(render(read_status_file(path), colour=colour), file=out)
+    except FileNotFoundError:
+        print(f"no status at {path}: is p1-gateway running?", file=out)
+        return 1
+    except (json.JSONDecodeError, OSError) as exc:
+        print(f"cannot read {path}: {exc}", file=out)
+        return 1
+    return 0
+
+
+def main(args: argparse.Namespace) -> int:
+    """Show the status: once, as JSON, or live until Ctrl-C."""
+    try:
+        path = _status_path(args)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    if args.json:
+        try:
+            print(json.dumps(read_status_file(path), indent=2))
+        except (FileNotFoundError, json.JSONDecodeError) as exc:
+            print(f"no status at {path}: {exc}", file=sys.stderr)
+            return 1
+        return 0
+    if args.once or not sys.stdout.isatty():
+        return _show(path, sys.stdout, colour=False)
+    try:
+        while True:
+            sys.stdout.write("\x1b[H\x1b[2J")
+            _show(path, sys.stdout, colour=True)
+            sys.stdout.flush()
+            time.sleep(args.interval)
+    except KeyboardInterrupt:
+        return 0
