@@ -1,0 +1,651 @@
+"""The multiplexer: one reader thread serves every meter port of the rig.
+
+The thread runs a `selectors` (epoll) loop over the descriptors of all open ports plus a
+wake-up pipe. Each readiness gives one `os.read` of up to 64 KiB, timed once, fed to the port's
+own `Framer`; frames and port events go to the one consumer, called in this thread. Ports
+whose pyserial handler has no descriptor (rfc2217://, loop://) are polled every 20 ms: the
+rfc2217 handler already runs its own socket thread and queues bytes, so there is nothing to
+select on, and 50 cheap polls a second cost next to nothing at P1 rates.
+
+Opening happens off the loop, in a small thread pool: a socket:// or rfc2217:// open can wait
+seconds on an unreachable host, and the other ports must not stall meanwhile. A lost port is
+closed at once and reopened by its configured name with backoff (0.1 s doubling to 1 s); while
+a device path is missing, its presence is checked every 50 ms so a replugged device is
+reopened at once.
+
+`apply(configs)` may be called from any thread: the loop picks the new set up through the
+wake-up pipe and touches only ports that were added, removed or changed; an unchanged port
+keeps its descriptor, its framer's partial frame and its counters.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import logging
+import os
+import selectors
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from types import TracebackType
+
+from gateway.errors import PortLostError, PortOpenError
+from gateway.mux.events import (
+    FrameDropped,
+    FrameReceived,
+    MuxEvent,
+    PortClosed,
+    PortLost,
+    PortOpened,
+    PortOpenFailed,
+    PortSilent,
+    PortUp,
+)
+from gateway.mux.health import HealthState, PortHealth, PortHealthSnapshot
+from gateway.mux.ports import OpenPort, is_missing, open_port, poll_read
+from gateway.mux.profile import PortConfig
+from gateway.p1 import Frame, Framer
+
+log = logging.getLogger(__name__)
+
+Consumer = Callable[[MuxEvent], None]
+Opener = Callable[[PortConfig], OpenPort]
+
+_IDLE, _OPENING, _OPEN, _WAITING = "idle", "opening", "open", "waiting"
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyPlan:
+    """What an `apply` changes: variant ids by what happens to them."""
+
+    added: tuple[str, ...]
+    removed: tuple[str, ...]
+    changed: tuple[str, ...]
+    unchanged: tuple[str, ...]
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class LoopProgress:
+    """Whether the reader loop is alive and moving: what the daemon's watchdog checks."""
+
+    running: bool
+    iterations: int
+    last_iteration_monotonic_ns: int
+    """0 until the first iteration; the loop wakes at least every `tick_s` even when idle."""
+    cpu_s: float | None
+    """CPU time the reader thread has used (None when not running)."""
+
+
+class _Port:
+    """The loop's private state for one variant's port."""
+
+    __slots__ = (
+        "config",
+        "consumer_errors_logged",
+        "failures",
+        "framer",
+        "generation",
+        "health",
+        "last_failure",
+        "missing",
+        "next_check_ns",
+        "open",
+        "phase",
+        "retry_at_ns",
+        "was_lost",
+    )
+
+    def __init__(self, config: PortConfig, health: PortHealth) -> None:
+        self.config = config
+        self.health = health
+        self.framer = _framer_for(config)
+        self.open: OpenPort | None = None
+        self.phase = _IDLE
+        self.generation = 0
+        self.retry_at_ns = 0
+        self.next_check_ns = 0
+        self.failures = 0
+        self.last_failure: str | None = None
+        self.missing = False
+        self.was_lost = False
+        self.consumer_errors_logged = 0
+
+
+def _framer_for(config: PortConfig) -> Framer:
+    """A fresh framer with the port's frame bound and parity stripping."""
+    return Framer(max_frame_size=config.max_frame_size, strip_parity=config.profile.strip_parity)
+
+
+class Multiplexer:
+    """Reads every configured port in one thread and reports frames and port events."""
+
+    def __init__(
+        self,
+        consumer: Consumer,
+        ports: Iterable[PortConfig] = (),
+        *,
+        reopen_initial_s: float = 0.1,
+        reopen_max_s: float = 1.0,
+        tick_s: float = 0.1,
+        poll_interval_s: float = 0.02,
+        presence_check_s: float = 0.05,
+        read_size: int = 65536,
+        open_workers: int = 4,
+        opener: Opener = open_port,
+        monotonic_ns: Callable[[], int] = time.monotonic_ns,
+        wall_ns: Callable[[], int] = time.time_ns,
+        name: str = "p1-mux",
+    ) -> None:
+        self._consumer = consumer
+        self._reopen_initial_ns = int(reopen_initial_s * 1e9)
+        self._reopen_max_ns = int(reopen_max_s * 1e9)
+        self._tick_ns = int(tick_s * 1e9)
+        self._poll_ns = int(poll_interval_s * 1e9)
+        self._presence_ns = int(presence_check_s * 1e9)
+        self._read_size = read_size
+        self._open_workers = open_workers
+        self._opener = opener
+        self._mono = monotonic_ns
+        self._wall = wall_ns
+        self._name = name
+
+        self._lock = threading.Lock()
+        self._applied = threading.Condition(self._lock)
+        self._desired: dict[str, PortConfig] = {}
+        self._desired_version = 0
+        self._applied_version = -1
+        self._results: list[tuple[_Port, int, OpenPort | None, BaseException | None]] = []
+        self._shut = False
+
+        self._health_lock = threading.Lock()
+        self._ports: dict[str, _Port] = {}
+        self._attention: set[_Port] = set()
+        """Ports the loop must visit without readiness: waiting to reopen, or polled."""
+
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self._iterations = 0
+        self._last_iteration_ns = 0
+        self._next_tick_ns = 0
+        self._selector: selectors.BaseSelector | None = None
+        self._wake_r = self._wake_w = -1
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self.apply(ports)
+
+    # --- public API -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the reader thread; ports open in the background."""
+        if self._thread is not None:
+            raise RuntimeError("multiplexer already started")
+        self._selector = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=self._open_workers, thread_name_prefix=f"{self._name}-open"
+        )
+        self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Close every port and end the reader thread (PortClosed 'stopped' for each open one)."""
+        thread = self._thread
+        if thread is None:
+            return
+        self._stopping = True
+        self._wake()
+        thread.join(timeout)
+        if thread.is_alive():
+            log.error("mux reader thread did not stop within %.1f s", timeout)
+
+    def __enter__(self) -> Multiplexer:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def apply(self, ports: Iterable[PortConfig], *, timeout: float | None = None) -> ApplyPlan:
+        """Make `ports` the set of ports read; only added, removed or changed ones are touched.
+
+        Thread-safe. Returns at once with the plan; with `timeout`, waits (while running) until
+        the loop has acted on it (closed and started opening; not until the opens succeed).
+        """
+        desired: dict[str, PortConfig] = {}
+        for config in ports:
+            if config.variant in desired:
+                raise ValueError(f"variant {config.variant} configured twice")
+            desired[config.variant] = config
+        with self._lock:
+            old = self._desired
+            plan = ApplyPlan(
+                added=tuple(v for v in desired if v not in old),
+                removed=tuple(v for v in old if v not in desired),
+                changed=tuple(v for v in desired if v in old and old[v] != desired[v]),
+                unchanged=tuple(v for v in desired if v in old and old[v] == desired[v]),
+                version=self._desired_version + 1,
+            )
+            self._desired = desired
+            self._desired_version = plan.version
+        self._wake()
+        if timeout is not None and self._thread is not None:
+            self.wait_applied(plan, timeout)
+        return plan
+
+    def wait_applied(self, plan: ApplyPlan, timeout: float) -> bool:
+        """Wait until the loop has acted on `plan` (or a later one); False on timeout."""
+        with self._applied:
+            return self._applied.wait_for(
+                lambda: self._applied_version >= plan.version or self._shut, timeout
+            )
+
+    def snapshot(self) -> dict[str, PortHealthSnapshot]:
+        """Every port's health now, frozen, keyed by variant."""
+        now = self._mono()
+        with self._health_lock:
+            return {v: p.health.snapshot(now) for v, p in self._ports.items()}
+
+    def progress(self) -> LoopProgress:
+        """The reader loop's liveness: iterations and the time of the last one."""
+        thread = self._thread
+        running = thread is not None and thread.is_alive()
+        cpu: float | None = None
+        if running and thread is not None and thread.ident is not None:
+            try:
+                cpu = time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
+            except (OSError, AttributeError):
+                cpu = None
+        return LoopProgress(running, self._iterations, self._last_iteration_ns, cpu)
+
+    def fileno(self, variant: str) -> int | None:
+        """The descriptor a port is read through now (diagnostics and tests), None if none."""
+        port = self._ports.get(variant)
+        if port is None or port.open is None:
+            return None
+        return port.open.fd
+
+    def framer_pending(self, variant: str) -> int:
+        """How many bytes of an unfinished frame the port's framer holds (diagnostics)."""
+        port = self._ports.get(variant)
+        return 0 if port is None else port.framer.pending
+
+    @property
+    def configs(self) -> dict[str, PortConfig]:
+        """The port set last given to `apply`."""
+        with self._lock:
+            return dict(self._desired)
+
+    # --- the loop ---------------------------------------------------------------------------
+
+    def _wake(self) -> None:
+        """Nudge the loop out of select (a full pipe already means it will wake)."""
+        with self._lock:
+            if self._wake_w >= 0 and not self._shut:
+                with contextlib.suppress(OSError):  # full: the loop wakes anyway
+                    os.write(self._wake_w, b"\0")
+
+    def _run(self) -> None:
+        """The reader loop: select, read, frame, emit; then housekeeping; until stopped."""
+        selector = self._selector
+        assert selector is not None
+        try:
+            while not self._stopping:
+                ready = selector.select(self._timeout())
+                for key, _mask in ready:
+                    port = key.data
+                    if port is None:
+                        self._drain_wake()
+                    else:
+                        self._read(port)
+                try:
+                    self._service()
+                except Exception:
+                    log.exception("mux housekeeping failed; the loop goes on")
+                self._iterations += 1
+                self._last_iteration_ns = self._mono()
+        finally:
+            self._shutdown()
+
+    def _timeout(self) -> float:
+        """How long select may sleep: until the next tick, retry, poll or presence check."""
+        now = self._mono()
+        due = self._next_tick_ns
+        for port in self._attention:
+            if port.phase == _WAITING:
+                due = min(due, port.retry_at_ns)
+                if port.missing:
+                    due = min(due, port.next_check_ns)
+            else:
+                due = min(due, port.next_check_ns)
+        return max(0.0, min(due - now, self._tick_ns) / 1e9)
+
+    def _drain_wake(self) -> None:
+        """Empty the wake-up pipe."""
+        try:
+            while os.read(self._wake_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def _read(self, port: _Port) -> None:
+        """One read from a ready port, framed and reported."""
+        opened = port.open
+        if opened is None or opened.fd is None:
+            return
+        try:
+            data = os.read(opened.fd, self._read_size)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            self._lose(port, f"read failed: {exc.strerror or exc} (errno {exc.errno})")
+            return
+        if not data:
+            self._lose(port, "device disconnected (end of file on read)")
+            return
+        self._feed(port, data, self._mono(), self._wall())
+
+    def _feed(self, port: _Port, data: bytes, mono: int, wall: int) -> None:
+        """Frame the bytes of one read, update health, and emit what they complete."""
+        framer = port.framer
+        variant = port.config.variant
+        noise_before = framer.counters.noise_bytes
+        try:
+            out = framer.feed(data)
+        except Exception:
+            log.exception("framer failed on %s; resetting it", variant)
+            framer.reset()
+            return
+        events: list[MuxEvent] = []
+        with self._health_lock:
+            health = port.health
+            health.received(len(data), framer.counters.noise_bytes - noise_before)
+            for item in out:
+                if isinstance(item, Frame):
+                    change = health.telegram(
+                        crc_ok=item.crc_ok, raw=item.raw, monotonic_ns=mono, wall_ns=wall
+                    )
+                    if change is HealthState.UP:
+                        events.append(PortUp(variant, mono, wall))
+                    events.append(FrameReceived(variant, item, mono, wall))
+                else:
+                    health.dropped(item.reason.value)
+                    events.append(FrameDropped(variant, item.reason.value, item.size, mono))
+        for event in events:
+            self._emit(port, event)
+
+    def _emit(self, port: _Port, event: MuxEvent) -> None:
+        """Hand one event to the consumer; its exceptions are counted, never fatal."""
+        try:
+            self._consumer(event)
+        except Exception:
+            with self._health_lock:
+                port.health.consumer_error()
+            port.consumer_errors_logged += 1
+            n = port.consumer_errors_logged
+            if n <= 3 or n % 1000 == 0:
+                log.exception(
+                    "consumer raised on %s event of %s (%d so far); reading goes on",
+                    type(event).__name__,
+                    port.config.variant,
+                    n,
+                )
+
+    # --- housekeeping -------------------------------------------------------------------------
+
+    def _service(self) -> None:
+        """Everything but reading: config changes, open results, polls, retries, health ticks."""
+        with self._lock:
+            version = self._desired_version
+            desired = self._desired if version != self._applied_version else None
+            results, self._results = self._results, []
+        if desired is not None:
+            self._reconcile(desired)
+            with self._applied:
+                self._applied_version = version
+                self._applied.notify_all()
+        for port, generation, opened, error in results:
+            self._opened(port, generation, opened, error)
+        now = self._mono()
+        for port in list(self._attention):
+            if port.phase == _OPEN:
+                if now >= port.next_check_ns:
+                    port.next_check_ns = now + self._poll_ns
+                    self._poll(port)
+            elif port.phase == _WAITING:
+                if port.missing and now >= port.next_check_ns:
+                    port.next_check_ns = now + self._presence_ns
+                    if os.path.exists(port.config.url):
+                        port.retry_at_ns = now
+                if now >= port.retry_at_ns:
+                    self._start_open(port)
+        if now >= self._next_tick_ns:
+            self._next_tick_ns = now + self._tick_ns
+            self._tick(now)
+
+    def _tick(self, now: int) -> None:
+        """Let health see time pass: report ports that fell silent."""
+        wall = self._wall()
+        events: list[tuple[_Port, MuxEvent]] = []
+        with self._health_lock:
+            for port in self._ports.values():
+                health = port.health
+                if health.tick(now) is HealthState.SILENT:
+                    silent = PortSilent(
+                        port.config.variant,
+                        round(health.quiet_s(now), 3),
+                        health.interval_s,
+                        now,
+                        wall,
+                    )
+                    events.append((port, silent))
+        for port, event in events:
+            self._emit(port, event)
+
+    def _poll(self, port: _Port) -> None:
+        """Read a descriptor-less port's buffered bytes."""
+        assert port.open is not None
+        try:
+            data = poll_read(port.open, port.config.variant)
+        except PortLostError as exc:
+            self._lose(port, str(exc))
+            return
+        if data:
+            self._feed(port, data, self._mono(), self._wall())
+
+    def _reconcile(self, desired: dict[str, PortConfig]) -> None:
+        """Bring the open ports in line with the desired set, touching only what differs."""
+        now, wall = self._mono(), self._wall()
+        for variant in [v for v in self._ports if v not in desired]:
+            port = self._ports[variant]
+            self._close(port, "removed", now, wall)
+            with self._health_lock:
+                del self._ports[variant]
+        for variant, config in desired.items():
+            existing = self._ports.get(variant)
+            if existing is None:
+                health = PortHealth(
+                    variant,
+                    url=config.url,
+                    spec=config.spec,
+                    interval_s=config.interval_s,
+                    now_ns=now,
+                )
+                port = _Port(config, health)
+                with self._health_lock:
+                    self._ports[variant] = port
+                self._start_open(port)
+            elif existing.config != config:
+                port = existing
+                self._close(port, "changed", now, wall)
+                with self._health_lock:
+                    port.health.reconfigure(
+                        url=config.url, spec=config.spec, interval_s=config.interval_s
+                    )
+                port.config = config
+                port.framer = _framer_for(config)
+                port.failures = 0
+                port.last_failure = None
+                self._start_open(port)
+
+    def _start_open(self, port: _Port) -> None:
+        """Open the port in the pool; the loop gets the result through the wake-up pipe."""
+        executor = self._executor
+        assert executor is not None
+        port.generation += 1
+        port.phase = _OPENING
+        port.missing = False
+        self._attention.discard(port)
+        generation = port.generation
+        config = port.config
+
+        def attempt() -> None:
+            opened: OpenPort | None = None
+            error: BaseException | None = None
+            try:
+                opened = self._opener(config)
+            except BaseException as exc:  # handed to the loop, which decides
+                error = exc
+            with self._lock:
+                if not self._shut:
+                    self._results.append((port, generation, opened, error))
+                    opened = None
+            if opened is not None:
+                opened.close()  # the multiplexer stopped meanwhile
+            else:
+                self._wake()
+
+        executor.submit(attempt)
+
+    def _opened(
+        self, port: _Port, generation: int, opened: OpenPort | None, error: BaseException | None
+    ) -> None:
+        """Take the result of an open attempt: register the port, or schedule a retry."""
+        current = self._ports.get(port.config.variant) is port
+        if not current or generation != port.generation or port.phase != _OPENING:
+            if opened is not None:
+                opened.close()
+            return
+        now, wall = self._mono(), self._wall()
+        variant, url = port.config.variant, port.config.url
+        if opened is None:
+            text = str(error) if isinstance(error, PortOpenError) else repr(error)
+            port.failures += 1
+            delay = min(self._reopen_initial_ns * 2 ** (port.failures - 1), self._reopen_max_ns)
+            port.phase = _WAITING
+            port.retry_at_ns = now + delay
+            port.missing = port.config.is_device_path and error is not None and is_missing(error)
+            port.next_check_ns = now + self._presence_ns
+            self._attention.add(port)
+            with self._health_lock:
+                port.health.open_failed(now, text)
+            if port.failures == 1 or text != port.last_failure:
+                port.last_failure = text
+                self._emit(
+                    port, PortOpenFailed(variant, url, text, port.failures, delay / 1e9, now, wall)
+                )
+            return
+        port.open = opened
+        port.phase = _OPEN
+        port.failures = 0
+        port.last_failure = None
+        port.framer.reset()
+        port.next_check_ns = now
+        if opened.fd is not None:
+            assert self._selector is not None
+            self._selector.register(opened.fd, selectors.EVENT_READ, port)
+        else:
+            self._attention.add(port)
+        reconnect = port.was_lost
+        port.was_lost = False
+        with self._health_lock:
+            port.health.opened(now)
+        self._emit(
+            port,
+            PortOpened(
+                variant,
+                url,
+                str(port.config.profile),
+                port.config.request_line,
+                opened.request_line_held,
+                reconnect,
+                now,
+                wall,
+            ),
+        )
+
+    def _detach(self, port: _Port, now: int) -> None:
+        """Unregister and close the port's handle; report a partial frame as truncated."""
+        opened = port.open
+        port.open = None
+        if opened is not None:
+            if opened.fd is not None and self._selector is not None:
+                with contextlib.suppress(KeyError, ValueError):
+                    self._selector.unregister(opened.fd)
+            opened.close()
+        pending = port.framer.pending
+        port.framer.reset()
+        if pending:
+            with self._health_lock:
+                port.health.dropped("truncated")
+            self._emit(port, FrameDropped(port.config.variant, "truncated", pending, now))
+
+    def _lose(self, port: _Port, text: str) -> None:
+        """The port failed while open: close it, mark it down, and retry soon."""
+        now, wall = self._mono(), self._wall()
+        self._detach(port, now)
+        port.was_lost = True
+        port.phase = _WAITING
+        port.failures = 0
+        port.retry_at_ns = now + self._reopen_initial_ns
+        port.missing = port.config.is_device_path and not os.path.exists(port.config.url)
+        port.next_check_ns = now + self._presence_ns
+        self._attention.add(port)
+        with self._health_lock:
+            port.health.lost(now, text)
+        self._emit(port, PortLost(port.config.variant, port.config.url, text, now, wall))
+
+    def _close(self, port: _Port, reason: str, now: int, wall: int) -> None:
+        """Close a port on purpose and report it (if it was open or being opened)."""
+        was_open = port.open is not None
+        self._detach(port, now)
+        port.generation += 1  # an open in flight is now stale
+        port.phase = _IDLE
+        self._attention.discard(port)
+        with self._health_lock:
+            port.health.closed(now)
+        if was_open:
+            self._emit(port, PortClosed(port.config.variant, port.config.url, reason, now, wall))
+
+    def _shutdown(self) -> None:
+        """Close everything as the loop ends; late open results are closed on arrival."""
+        now, wall = self._mono(), self._wall()
+        for port in list(self._ports.values()):
+            try:
+                self._close(port, "stopped", now, wall)
+            except Exception:
+                log.exception("closing %s failed", port.config.variant)
+        with self._applied:
+            self._shut = True
+            results, self._results = self._results, []
+            self._applied.notify_all()
+            for fd in (self._wake_r, self._wake_w):
+                if fd >= 0:
+                    os.close(fd)
+            self._wake_r = self._wake_w = -1
+        for _port, _generation, opened, _error in results:
+            if opened is not None:
+                opened.close()
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._selector is not None:
+            self._selector.close()
