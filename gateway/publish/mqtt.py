@@ -1,0 +1,335 @@
+"""The MQTT link: a thin shell over paho-mqtt 2.x that never raises from paho's thread.
+
+Callbacks do almost nothing: they set flags and put events on a queue for the publisher's
+writer thread (never taking the publisher's lock: paho calls on_publish while holding its own
+message lock, which `publish()` takes too). On every successful connect, paho's own store of
+unacknowledged messages is dropped (`drop_out_messages`): the spool owns redelivery, so resends
+come out in spool order and nothing waits in paho's memory during an outage.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from gateway.errors import BrokerError
+from gateway.publish.settings import MqttSettings
+
+#: CONNACK reason "Unsupported protocol version" (also what paho reports when a 3.1.1-only
+#: broker answers a v5 CONNECT with return code 1).
+UNSUPPORTED_PROTOCOL_VERSION = 0x84
+
+#: Extra room in paho's own in-flight and queue bounds for retained control messages.
+CONTROL_SLACK = 16
+
+
+@dataclass(frozen=True, slots=True)
+class Connected:
+    """The broker accepted us; `generation` counts successful connects."""
+
+    generation: int
+    protocol: str
+    receive_maximum: int | None
+    session_present: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectRefused:
+    """The broker answered CONNECT with a failure."""
+
+    reason_code: int
+    reason: str
+    unsupported_protocol: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectFailed:
+    """A connection attempt failed before any CONNACK (refused socket, timeout, TLS)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Disconnected:
+    """The connection of `generation` ended."""
+
+    generation: int
+    reason_code: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Acked:
+    """The broker's answer to a QoS>0 publish (or a QoS 0 publish written out)."""
+
+    generation: int
+    mid: int
+    failure: bool
+    reason_code: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class CallbackFailed:
+    """One of our paho callbacks raised; it was caught so paho's thread lives on."""
+
+    where: str
+    error: str
+
+
+LinkEvent = Connected | ConnectRefused | ConnectFailed | Disconnected | Acked | CallbackFailed
+
+
+@dataclass(frozen=True, slots=True)
+class PublishResult:
+    """What paho said to one publish: `accepted` means it holds it (sent, or queued for send)."""
+
+    accepted: bool
+    mid: int
+    rc: int
+
+
+def _code(reason_code: Any) -> int:
+    """A paho ReasonCode (or plain int) as an int."""
+    value = getattr(reason_code, "value", reason_code)
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return -1
+
+
+class MqttLink:
+    """One broker connection with paho's network thread, reconnecting with paho's backoff."""
+
+    def __init__(
+        self,
+        settings: MqttSettings,
+        *,
+        client_id: str,
+        will_topic: str,
+        will_payload: bytes,
+        events: queue.SimpleQueue[Any],
+        monotonic: Callable[[], float] = time.monotonic,
+    ):
+        self.settings = settings
+        self.client_id = client_id
+        self.will_topic = will_topic
+        self.will_payload = will_payload
+        self.events = events
+        self._monotonic = monotonic
+        self.protocol = settings.protocol
+        self.connected = False
+        """True between a successful CONNACK and the disconnect (set from paho's thread)."""
+        self.generation = 0
+        self.last_progress = monotonic()
+        """Monotonic time of the network loop's last sign of life (any packet, any attempt)."""
+        self.callback_errors = 0
+        self.restarts = 0
+        self.fallbacks = 0
+        self._client: mqtt.Client | None = None
+        self._stopping = False
+        self._lock = threading.Lock()
+
+    # --- set-up ------------------------------------------------------------------------
+
+    def _build(self) -> mqtt.Client:
+        """A configured paho client (TLS, credentials, will, bounds, callbacks), not connected."""
+        s = self.settings
+        v5 = self.protocol == "5"
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=self.client_id,
+            protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+            clean_session=None if v5 else True,
+        )
+        client.suppress_exceptions = True
+        if s.tls_ca_file is not None:
+            try:
+                client.tls_set(ca_certs=str(s.tls_ca_file))
+            except (OSError, ssl.SSLError, ValueError) as exc:
+                raise BrokerError(f"TLS set-up with {s.tls_ca_file} failed: {exc}") from exc
+        if s.username is not None:
+            client.username_pw_set(s.username, s.password)
+        client.will_set(self.will_topic, self.will_payload, qos=1, retain=True)
+        client.max_inflight_messages_set(s.window + CONTROL_SLACK)
+        client.max_queued_messages_set(s.window + 4 * CONTROL_SLACK)
+        client.reconnect_delay_set(
+            min_delay=max(1, round(s.reconnect_min_delay)),
+            max_delay=max(1, round(s.reconnect_max_delay)),
+        )
+        client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        client.on_log = self._on_log
+        return client
+
+    def _connect(self, client: mqtt.Client) -> None:
+        """connect_async + loop_start."""
+        s = self.settings
+        try:
+            if self.protocol == "5":
+                client.connect_async(s.host, s.port, keepalive=s.keepalive, clean_start=True)
+            else:
+                client.connect_async(s.host, s.port, keepalive=s.keepalive)
+        except (OSError, ValueError) as exc:
+            raise BrokerError(f"cannot connect to {s.host}:{s.port}: {exc}") from exc
+        client.loop_start()
+
+    def start(self) -> None:
+        """Configure paho, then connect in the background (paho retries until it succeeds)."""
+        with self._lock:
+            self._stopping = False
+            self._client = self._build()
+            self._connect(self._client)
+
+    def fall_back_to_311(self) -> None:
+        """Replace the client with an MQTT 3.1.1 one (the broker refused v5)."""
+        with self._lock:
+            if self.protocol == "3.1.1" or self._stopping:
+                return
+            old = self._client
+            self.protocol = "3.1.1"
+            self.fallbacks += 1
+            if old is not None:
+                old.loop_stop()
+            self._client = self._build()
+            self._connect(self._client)
+
+    # --- callbacks (paho's thread: never raise, never block) --------------------------
+
+    def _failed(self, where: str, exc: BaseException) -> None:
+        """Count a callback failure and report it."""
+        self.callback_errors += 1
+        with contextlib.suppress(Exception):
+            self.events.put(CallbackFailed(where, f"{type(exc).__name__}: {exc}"))
+
+    def _on_log(self, client: Any, userdata: Any, level: int, buf: str) -> None:
+        """Every paho log line is a sign of network-loop progress."""
+        self.last_progress = self._monotonic()
+
+    def _on_connect(
+        self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any
+    ) -> None:
+        """CONNACK: on success drop paho's resend store and report; on failure report why."""
+        try:
+            self.last_progress = self._monotonic()
+            code = _code(reason_code)
+            if code != 0:
+                self.events.put(
+                    ConnectRefused(code, str(reason_code), code == UNSUPPORTED_PROTOCOL_VERSION)
+                )
+                return
+            client.drop_out_messages()
+            self.generation += 1
+            self.connected = True
+            receive_max = getattr(properties, "ReceiveMaximum", None) if properties else None
+            self.events.put(
+                Connected(
+                    self.generation,
+                    self.protocol,
+                    int(receive_max) if receive_max else None,
+                    bool(getattr(flags, "session_present", False)),
+                )
+            )
+        except Exception as exc:
+            self._failed("on_connect", exc)
+
+    def _on_connect_fail(self, client: Any, userdata: Any) -> None:
+        """A connection attempt failed at the socket level."""
+        try:
+            self.last_progress = self._monotonic()
+            self.events.put(ConnectFailed())
+        except Exception as exc:
+            self._failed("on_connect_fail", exc)
+
+    def _on_disconnect(
+        self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any
+    ) -> None:
+        """The connection ended: stop sending at once, report."""
+        try:
+            was = self.connected
+            self.connected = False
+            self.last_progress = self._monotonic()
+            if was:
+                self.events.put(Disconnected(self.generation, _code(reason_code), str(reason_code)))
+        except Exception as exc:
+            self._failed("on_disconnect", exc)
+
+    def _on_publish(
+        self, client: Any, userdata: Any, mid: int, reason_code: Any, properties: Any
+    ) -> None:
+        """PUBACK (or QoS 0 written): report success or the broker's refusal."""
+        try:
+            self.last_progress = self._monotonic()
+            failure = bool(getattr(reason_code, "is_failure", False))
+            self.events.put(
+                Acked(self.generation, mid, failure, _code(reason_code), str(reason_code))
+            )
+        except Exception as exc:
+            self._failed("on_publish", exc)
+
+    # --- use -------------------------------------------------------------------------
+
+    def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        qos: int,
+        *,
+        retain: bool = False,
+        user_properties: list[tuple[str, str]] | None = None,
+    ) -> PublishResult:
+        """Hand one message to paho (non-blocking). Raises ValueError for what paho refuses."""
+        client = self._client
+        if client is None:
+            return PublishResult(False, 0, int(MQTTErrorCode.MQTT_ERR_NO_CONN))
+        props = None
+        if user_properties and self.protocol == "5":
+            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            props.UserProperty = user_properties
+        info = client.publish(topic, payload, qos=qos, retain=retain, properties=props)
+        rc = info.rc
+        accepted = rc == MQTTErrorCode.MQTT_ERR_SUCCESS or (
+            rc == MQTTErrorCode.MQTT_ERR_NO_CONN and qos > 0
+        )
+        return PublishResult(accepted, info.mid, int(rc))
+
+    def thread_alive(self) -> bool:
+        """Is paho's network thread running?"""
+        client = self._client
+        thread = getattr(client, "_thread", None) if client is not None else None
+        return bool(thread is not None and thread.is_alive())
+
+    def revive(self) -> bool:
+        """Restart paho's network thread if it died while we did not stop it; True if restarted."""
+        with self._lock:
+            client = self._client
+            if self._stopping or client is None or self.thread_alive():
+                return False
+            client.loop_stop()
+            client.loop_start()
+            self.restarts += 1
+            self.last_progress = self._monotonic()
+            return True
+
+    def stop(self) -> None:
+        """Disconnect cleanly (no last will) and stop paho's thread."""
+        with self._lock:
+            self._stopping = True
+            client = self._client
+            if client is None:
+                return
+            with contextlib.suppress(Exception):  # best effort on shutdown
+                client.disconnect()
+            client.loop_stop()
+            self.connected = False

@@ -1,0 +1,849 @@
+"""The publisher: routes receptions, numbers them, spools them and hands them to the broker.
+
+Threads. The caller (the daemon's reader thread) calls `submit_telegram` / `submit_invalid`:
+they encode, route, take a seq, append to the in-memory batch and, when nothing older waits,
+publish at once (low latency). One writer thread owns the SQLite spool: it group-commits the
+batch every `batch_interval`, deletes what the broker acknowledged, sets aside what it refused,
+and refills the in-flight window from the spool in id order after an outage. paho's thread only
+sets flags and queues events (see `gateway.publish.mqtt`).
+
+Guarantees. A message leaves the spool only after a successful PUBACK. While disconnected
+nothing is published (messages wait in the spool, not in paho). After a reconnect or a restart
+everything unacknowledged is sent again in id order, with its original seq: duplicates are
+possible, gaps are not (except by the explicit drop-oldest policy when the spool is full, or
+the last `batch_interval` of messages on a power cut or kill -9).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import queue
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from gateway.errors import GatewayError, IdentifierError, SpoolError
+from gateway.p1.telegram import Telegram
+from gateway.publish import payload as pl
+from gateway.publish.clock import SystemClockProbe
+from gateway.publish.mqtt import (
+    Acked,
+    CallbackFailed,
+    Connected,
+    ConnectFailed,
+    ConnectRefused,
+    Disconnected,
+    MqttLink,
+)
+from gateway.publish.router import Reception, Route, Router
+from gateway.publish.schedule import SlotSchedule
+from gateway.publish.settings import PublisherSettings
+from gateway.publish.spool import CommitBatch, DeadLetter, Spool, SpoolMessage
+from gateway.publish.topics import (
+    SlotTopicKind,
+    TopicBuilder,
+    check_publishable_topic,
+    validate_variant_id,
+)
+
+_READ_CHUNK = 256
+_WORKER_TICK = 0.25
+
+
+class SubmitOutcome(Enum):
+    """What became of one submitted reception."""
+
+    ROUTED = "routed"
+    """Routed to a holder: published and/or spooled."""
+    UNROUTED = "unrouted"
+    """Received outside every slot: goes to no slot topic."""
+    HELD = "held"
+    """Held until the wall clock is synchronised."""
+    REJECTED = "rejected"
+    """Failed a local check (identifier, encoding): set aside as a dead letter."""
+    STOPPED = "stopped"
+    """The publisher is not running."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    """A reception encoded once, on arrival: its raw bytes and its payload tail."""
+
+    kind: str
+    raw: bytes
+    body: bytes
+
+
+@dataclass(slots=True)
+class PublisherCounters:
+    """Monotonic counters since start (the lead logs and reports them)."""
+
+    submitted: int = 0
+    routed: int = 0
+    unrouted: int = 0
+    held: int = 0
+    held_dropped: int = 0
+    rebuilt: int = 0
+    enqueued: int = 0
+    """Messages (telegram + raw + invalid) created and spooled."""
+    published: int = 0
+    """Publish calls handed to paho (resends included)."""
+    acked: int = 0
+    refused: int = 0
+    """Messages the broker refused (reason code >= 0x80): dead-lettered."""
+    rejected_local: int = 0
+    """Receptions/messages that failed a local check: dead-lettered."""
+    dropped_full: int = 0
+    """Messages dropped, oldest first, because the spool was full."""
+    commits: int = 0
+    commit_errors: int = 0
+    connects: int = 0
+    disconnects: int = 0
+    connect_refusals: int = 0
+    connect_failures: int = 0
+    protocol_fallbacks: int = 0
+    callback_errors: int = 0
+    paho_restarts: int = 0
+    control_refused: int = 0
+    stray_acks: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class PublisherStatus:
+    """A snapshot for status reports and tests."""
+
+    connected: bool
+    protocol: str
+    outstanding: int
+    """Messages not yet acknowledged (spooled or waiting for the next commit)."""
+    spooled: int
+    """Committed rows in the spool."""
+    spooled_bytes: int
+    pending_commit: int
+    inflight: int
+    held: int
+    dead_letters: int
+    """Dead letters kept in the spool database."""
+    last_error: str | None
+    counters: PublisherCounters
+
+
+@dataclass(frozen=True, slots=True)
+class PublisherLiveness:
+    """For the watchdog: is paho's thread alive and progressing, is the writer looping?"""
+
+    network_thread_alive: bool
+    network_progress_age: float
+    writer_alive: bool
+    writer_progress_age: float
+    connected: bool
+
+    def ok(self, max_age: float) -> bool:
+        """True when both threads live and made progress within `max_age` seconds."""
+        return (
+            self.network_thread_alive
+            and self.writer_alive
+            and self.network_progress_age <= max_age
+            and self.writer_progress_age <= max_age
+        )
+
+
+class _Wake:
+    """Queue item that only wakes the writer thread."""
+
+
+_WAKE = _Wake()
+
+
+@dataclass(slots=True)
+class _Seqs:
+    """Per variant: the next seq to hand out and the highest durably reserved."""
+
+    block: int
+    next: dict[str, int] = field(default_factory=dict)
+    durable: dict[str, int] = field(default_factory=dict)
+
+    def take(self, variant: str) -> int:
+        """The variant's next seq."""
+        n = self.next.get(variant, 1)
+        self.next[variant] = n + 1
+        return n
+
+    def wanted(self) -> dict[str, int]:
+        """Reservations to write now: for variants within half a block of their reserve."""
+        out = {}
+        for variant, nxt in self.next.items():
+            if nxt + self.block // 2 > self.durable.get(variant, 0):
+                out[variant] = nxt + self.block
+        return out
+
+    def ok(self, variant: str, seq: int) -> bool:
+        """May this seq be published (is it durably reserved)?"""
+        return seq <= self.durable.get(variant, 0)
+
+
+class Publisher:
+    """Routes, numbers, spools and publishes; see the module docstring. Thread-safe facade."""
+
+    def __init__(
+        self,
+        settings: PublisherSettings,
+        schedule: SlotSchedule,
+        *,
+        clock_synced: Callable[[], bool] | None = None,
+        mono_ns: Callable[[], int] = time.monotonic_ns,
+        wall_ns: Callable[[], int] = time.time_ns,
+    ):
+        self.settings = settings
+        self.topics = TopicBuilder(settings.rig, settings.mqtt.topic_prefix)
+        self._clock_synced = clock_synced or SystemClockProbe()
+        self._mono_ns = mono_ns
+        self._wall_ns = wall_ns
+        self._router: Router[_Prepared] = Router(
+            schedule, require_sync=settings.require_sync, max_held=settings.max_held
+        )
+        self._spool = Spool(
+            settings.spool.path,
+            max_bytes=settings.spool.max_bytes,
+            max_dead=settings.spool.max_dead,
+        )
+        self._events: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._link = MqttLink(
+            settings.mqtt,
+            client_id=settings.mqtt.client_id or f"p1gw-{settings.rig}",
+            will_topic=self.topics.status(),
+            will_payload=pl.status_payload(settings.rig, "offline", reason="connection lost"),
+            events=self._events,
+        )
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self.counters = PublisherCounters()
+        self._seqs = _Seqs(settings.spool.seq_block)
+        self._valid_variants: set[str] = set()
+        # Queue state (under _lock).
+        self._next_id = 1
+        self._pending: OrderedDict[int, SpoolMessage] = OrderedDict()
+        self._acked_ids: set[int] = set()
+        self._dead: list[DeadLetter] = []
+        self._inflight: dict[int, SpoolMessage] = {}
+        self._control_inflight: dict[int, str] = {}
+        self._buffer: deque[SpoolMessage] = deque()
+        self._sent_upto = 1
+        self._outstanding = 0
+        self._ready = False
+        self._generation = 0
+        self._window = settings.mqtt.window
+        self._commit_requested = False
+        self._snapshots = 0
+        self._durable_snapshot = 0
+        self._catalogue: bytes | None = None
+        self._health: dict[str, bytes] = {}
+        self._last_error: str | None = None
+        self._dead_count = 0
+        # Life cycle.
+        self._running = False
+        self._stop_worker = False
+        self._worker: threading.Thread | None = None
+        self._worker_beat = time.monotonic()
+
+    # --- life cycle --------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Open the spool (SpoolError), reserve seqs, start the writer and the MQTT link."""
+        spool = self._spool.open()
+        try:
+            reserved = spool.seq_reservations()
+            block = self.settings.spool.seq_block
+            fresh = {v: r + block for v, r in reserved.items()}
+            if fresh:
+                spool.reserve(fresh)
+            self._seqs.next = {v: r + 1 for v, r in reserved.items()}
+            self._seqs.durable = dict(fresh)
+            self._next_id = spool.max_id + 1
+            self._outstanding = spool.count
+            self._dead_count = spool.dead_count()
+            first = spool.read_from(0, 1)
+            self._sent_upto = first[0].id if first else self._next_id
+            self._running = True
+            self._stop_worker = False
+            self._worker = threading.Thread(target=self._run, name="p1gw-spool", daemon=True)
+            self._worker.start()
+            self._link.start()
+        except BaseException:
+            self._running = False
+            if self._worker is not None:
+                self._stop_worker = True
+                self._events.put(_WAKE)
+                self._worker.join(timeout=5)
+            spool.close()
+            raise
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Flush what can be flushed within `timeout`, publish offline status, disconnect."""
+        if not self._running:
+            return
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            self._running = False
+        self.flush(max(0.0, deadline - time.monotonic() - 1.0))
+        with self._lock:
+            mid = self._publish_control_locked(
+                self.topics.status(),
+                pl.status_payload(self.settings.rig, "offline", reason="shutdown"),
+            )
+            end = min(deadline, time.monotonic() + 1.0)
+            while mid is not None and mid in self._control_inflight:
+                if time.monotonic() >= end:
+                    break
+                self._idle.wait(0.05)
+            self._ready = False
+        self._link.stop()
+        self._stop_worker = True
+        self._events.put(_WAKE)
+        if self._worker is not None:
+            self._worker.join(timeout=max(1.0, deadline - time.monotonic() + 5.0))
+        self._spool.close()
+
+    def __enter__(self) -> Publisher:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # --- the reader thread's side ------------------------------------------------------
+
+    def submit_telegram(
+        self, variant: str, telegram: Telegram, received_mono_ns: int, received_wall_ns: int
+    ) -> SubmitOutcome:
+        """Route, number, spool and (when possible) publish one decoded telegram. Never raises."""
+        try:
+            body = pl.telegram_body(telegram)
+        except (pl.PayloadError, TypeError, ValueError) as exc:
+            return self._reject(variant, "telegram", telegram.raw, f"encode: {exc}")
+        return self._submit(
+            variant, _Prepared("telegram", telegram.raw, body), received_mono_ns, received_wall_ns
+        )
+
+    def submit_invalid(
+        self, variant: str, raw: bytes, reason: str, received_mono_ns: int, received_wall_ns: int
+    ) -> SubmitOutcome:
+        """Route, number, spool and publish a frame with a bad CRC (or unreadable). Never raises."""
+        try:
+            body = pl.invalid_body(bytes(raw), str(reason))
+        except (pl.PayloadError, TypeError, ValueError) as exc:
+            return self._reject(variant, "invalid", bytes(raw), f"encode: {exc}")
+        return self._submit(
+            variant, _Prepared("invalid", bytes(raw), body), received_mono_ns, received_wall_ns
+        )
+
+    def _submit(self, variant: str, item: _Prepared, mono: int, wall: int) -> SubmitOutcome:
+        """Validate the variant, route the reception, emit what is routed."""
+        if not self._running:
+            return SubmitOutcome.STOPPED
+        if variant not in self._valid_variants:
+            try:
+                validate_variant_id(variant)
+            except IdentifierError as exc:
+                return self._reject(str(variant), item.kind, item.raw, str(exc))
+            self._valid_variants.add(variant)
+        synced = self._clock_synced() if self.settings.require_sync else True
+        now_mono, now_wall = self._mono_ns(), self._wall_ns()
+        with self._lock:
+            self.counters.submitted += 1
+            routes = self._router.accept(
+                Reception(variant, mono, wall, item),
+                synced=synced,
+                now_mono_ns=now_mono,
+                now_wall_ns=now_wall,
+            )
+            if not routes:
+                return SubmitOutcome.HELD
+            for route in routes:
+                self._emit_locked(route)
+            return SubmitOutcome.ROUTED if routes[-1].holder else SubmitOutcome.UNROUTED
+
+    def _reject(self, variant: str, kind: str, raw: bytes, reason: str) -> SubmitOutcome:
+        """Set aside a reception that failed a local check."""
+        with self._lock:
+            self.counters.submitted += 1
+            self.counters.rejected_local += 1
+            self._dead.append(
+                DeadLetter(
+                    self._take_id_locked(),
+                    variant,
+                    None,
+                    kind,
+                    None,
+                    raw,
+                    reason,
+                    None,
+                    self._wall_ns(),
+                    in_spool=False,
+                )
+            )
+            self._last_error = reason
+        return SubmitOutcome.REJECTED
+
+    def _take_id_locked(self) -> int:
+        """A fresh message id; keeps `_sent_upto` from stalling on ids that never queue."""
+        i = self._next_id
+        self._next_id += 1
+        if self._sent_upto == i:
+            self._sent_upto = i + 1
+        return i
+
+    def _emit_locked(self, route: Route[_Prepared]) -> None:
+        """Turn one routed reception into its messages (telegram + raw, or invalid)."""
+        rec = route.reception
+        item = rec.item
+        if route.holder is None:
+            return
+        seq = self._seqs.take(rec.variant)
+        if not self._seqs.ok(rec.variant, seq):
+            self._request_commit_locked()
+        envelope = pl.envelope(self.settings.rig, rec.variant, seq, route.wall_ns, item.body)
+        slot = self.topics.slot
+        holder, variant = route.holder, rec.variant
+        if item.kind == "telegram":
+            topic = slot(holder, variant, SlotTopicKind.TELEGRAM)
+            self._enqueue_locked(variant, seq, "telegram", topic, envelope, route.wall_ns)
+            topic = slot(holder, variant, SlotTopicKind.RAW)
+            self._enqueue_locked(variant, seq, "raw", topic, item.raw, route.wall_ns)
+        else:
+            topic = slot(holder, variant, SlotTopicKind.INVALID)
+            self._enqueue_locked(variant, seq, "invalid", topic, envelope, route.wall_ns)
+
+    def _enqueue_locked(
+        self, variant: str, seq: int, kind: str, topic: str, data: bytes, wall_ns: int
+    ) -> None:
+        """Add one message to the batch; publish it at once when it is next in line."""
+        msg = SpoolMessage(
+            self._next_id, variant, seq, kind, topic, data, self.settings.mqtt.qos, wall_ns
+        )
+        self._next_id += 1
+        self._pending[msg.id] = msg
+        self._outstanding += 1
+        self.counters.enqueued += 1
+        if len(self._pending) > self.settings.spool.max_pending:
+            self._drop_oldest_pending_locked()
+        if (
+            self._ready
+            and self._link.connected
+            and msg.id == self._sent_upto
+            and len(self._inflight) < self._window
+            and self._seqs.ok(variant, seq)
+        ):
+            self._send_locked(msg)
+        elif self._ready:
+            self._events.put(_WAKE)
+
+    def _drop_oldest_pending_locked(self) -> None:
+        """The in-memory batch is over its bound (commits failing): drop its oldest message."""
+        _, old = self._pending.popitem(last=False)
+        self._outstanding -= 1
+        self.counters.dropped_full += 1
+        for mid, m in list(self._inflight.items()):
+            if m.id == old.id:
+                del self._inflight[mid]
+        if self._sent_upto == old.id:
+            self._sent_upto += 1
+
+    def _request_commit_locked(self) -> None:
+        """Ask the writer for a commit now (a seq reservation is needed)."""
+        if not self._commit_requested:
+            self._commit_requested = True
+            self._events.put(_WAKE)
+
+    # --- sending -----------------------------------------------------------------------
+
+    def _send_locked(self, msg: SpoolMessage) -> bool:
+        """Hand `msg` to paho; True when it went (or was set aside), False to retry later."""
+        try:
+            check_publishable_topic(msg.topic)
+            result = self._link.publish(
+                msg.topic,
+                msg.payload,
+                msg.qos,
+                user_properties=[("seq", str(msg.seq)), ("variant", msg.variant)],
+            )
+        except (GatewayError, ValueError, TypeError) as exc:
+            self.counters.rejected_local += 1
+            self._dead_letter_locked(msg, f"publish: {exc}", None)
+            self._sent_upto = max(self._sent_upto, msg.id + 1)
+            return True
+        if not result.accepted:
+            return False
+        self._inflight[result.mid] = msg
+        self._sent_upto = max(self._sent_upto, msg.id + 1)
+        self.counters.published += 1
+        return True
+
+    def _dead_letter_locked(self, msg: SpoolMessage, reason: str, code: int | None) -> None:
+        """Set a message aside: out of the queue, into the dead table at the next commit."""
+        in_spool = self._pending.pop(msg.id, None) is None
+        self._dead.append(
+            DeadLetter(
+                msg.id,
+                msg.variant,
+                msg.seq,
+                msg.kind,
+                msg.topic,
+                msg.payload,
+                reason,
+                code,
+                self._wall_ns(),
+                in_spool=in_spool,
+            )
+        )
+        self._outstanding -= 1
+        self._last_error = reason
+        self._idle.notify_all()
+
+    def _next_unsent_locked(self) -> SpoolMessage | None:
+        """The oldest message not yet handed to paho: from the spool first, then the batch."""
+        while True:
+            while self._buffer:
+                head = self._buffer[0]
+                if head.id < self._sent_upto or head.id in self._acked_ids:
+                    self._buffer.popleft()
+                    continue
+                return head
+            if self._sent_upto <= self._spool.max_id:
+                rows = self._spool.read_from(self._sent_upto, _READ_CHUNK)
+                if not rows:
+                    self._sent_upto = self._spool.max_id + 1
+                    continue
+                dead = {d.id for d in self._dead}
+                live = [r for r in rows if r.id not in self._acked_ids and r.id not in dead]
+                if not live:
+                    self._sent_upto = rows[-1].id + 1
+                    continue
+                self._buffer.extend(live)
+                continue
+            for msg in self._pending.values():
+                if msg.id >= self._sent_upto:
+                    return msg
+            return None
+
+    def _refill_locked(self) -> None:
+        """Fill the in-flight window in id order (the writer thread only: it reads the spool)."""
+        while self._ready and self._link.connected and len(self._inflight) < self._window:
+            msg = self._next_unsent_locked()
+            if msg is None:
+                return
+            if not self._seqs.ok(msg.variant, msg.seq):
+                self._request_commit_locked()
+                return
+            if not self._send_locked(msg):
+                return
+
+    def _publish_control_locked(self, topic: str, data: bytes) -> int | None:
+        """Publish a retained control message (status, catalogue, health) when connected."""
+        if not (self._ready and self._link.connected):
+            return None
+        try:
+            result = self._link.publish(topic, data, 1, retain=True)
+        except (ValueError, TypeError) as exc:
+            self.counters.control_refused += 1
+            self._last_error = f"control publish to {topic}: {exc}"
+            return None
+        if not result.accepted:
+            return None
+        self._control_inflight[result.mid] = topic
+        return result.mid
+
+    # --- events (writer thread) ---------------------------------------------------------
+
+    def _handle_locked(self, event: object) -> None:
+        """Apply one link event to the queue state."""
+        if isinstance(event, Acked):
+            self._on_ack_locked(event)
+        elif isinstance(event, Connected):
+            self._on_connected_locked(event)
+        elif isinstance(event, Disconnected):
+            self._ready = False
+            self.counters.disconnects += 1
+        elif isinstance(event, ConnectRefused):
+            self.counters.connect_refusals += 1
+            self._last_error = f"broker refused connection: {event.reason} ({event.reason_code})"
+        elif isinstance(event, ConnectFailed):
+            self.counters.connect_failures += 1
+        elif isinstance(event, CallbackFailed):
+            self.counters.callback_errors += 1
+            self._last_error = f"paho callback {event.where}: {event.error}"
+
+    def _on_connected_locked(self, event: Connected) -> None:
+        """A new connection: resend everything unacknowledged in order, republish state."""
+        self.counters.connects += 1
+        self._generation = event.generation
+        if self._inflight:
+            self._sent_upto = min(self._sent_upto, min(m.id for m in self._inflight.values()))
+        self._inflight.clear()
+        self._control_inflight.clear()
+        self._buffer.clear()
+        window = self.settings.mqtt.window
+        if event.receive_maximum:
+            window = min(window, event.receive_maximum)
+        self._window = max(1, window)
+        self._ready = True
+        self._publish_control_locked(
+            self.topics.status(),
+            pl.status_payload(
+                self.settings.rig,
+                "online",
+                protocol=event.protocol,
+                since=pl.rfc3339_utc(self._wall_ns()),
+            ),
+        )
+        if self._catalogue is not None:
+            self._publish_control_locked(self.topics.variants(), self._catalogue)
+        for variant, data in self._health.items():
+            self._publish_control_locked(self.topics.health(variant), data)
+
+    def _on_ack_locked(self, event: Acked) -> None:
+        """PUBACK: forget the message (never committed, or deleted at the next commit)."""
+        if event.generation != self._generation:
+            self.counters.stray_acks += 1
+            return
+        msg = self._inflight.pop(event.mid, None)
+        if msg is None:
+            topic = self._control_inflight.pop(event.mid, None)
+            if topic is None:
+                self.counters.stray_acks += 1
+            elif event.failure:
+                self.counters.control_refused += 1
+                self._last_error = f"broker refused {topic}: {event.reason}"
+            self._idle.notify_all()
+            return
+        if event.failure:
+            self.counters.refused += 1
+            self._dead_letter_locked(msg, f"broker refused: {event.reason}", event.reason_code)
+            return
+        self.counters.acked += 1
+        if self._pending.pop(msg.id, None) is None:
+            self._acked_ids.add(msg.id)
+        self._outstanding -= 1
+        if self._outstanding <= 0:
+            self._idle.notify_all()
+
+    # --- the writer thread -------------------------------------------------------------
+
+    def _run(self) -> None:
+        """Writer loop: events, clock poll, refill, group commit, paho liveness."""
+        interval = self.settings.spool.batch_interval
+        next_commit = time.monotonic() + interval
+        while True:
+            now = time.monotonic()
+            self._worker_beat = now
+            batch: list[Any] = []
+            try:
+                wait = max(0.0, min(next_commit - now, _WORKER_TICK))
+                batch.append(self._events.get(timeout=wait))
+                while len(batch) < 10_000:
+                    batch.append(self._events.get_nowait())
+            except queue.Empty:
+                pass
+            try:
+                self._tick(batch)
+            except SpoolError as exc:
+                with self._lock:
+                    self._last_error = str(exc)
+                    self.counters.commit_errors += 1
+            except Exception as exc:  # the writer must not die: count, report, go on
+                with self._lock:
+                    self._last_error = f"writer: {type(exc).__name__}: {exc}"
+            now = time.monotonic()
+            if self._stop_worker:
+                self._commit()
+                return
+            if now >= next_commit or self._commit_requested:
+                self._commit()
+                next_commit = time.monotonic() + interval
+            if self._running:
+                self._link.revive()
+
+    def _tick(self, batch: list[Any]) -> None:
+        """Handle queued events, release held receptions, refill the window."""
+        refuse_v5 = False
+        poll = self._router.held > 0
+        synced = self._clock_synced() if poll and self.settings.require_sync else True
+        with self._lock:
+            for event in batch:
+                if event is _WAKE:
+                    continue
+                self._handle_locked(event)
+                if isinstance(event, ConnectRefused) and event.unsupported_protocol:
+                    refuse_v5 = True
+            if poll:
+                for route in self._router.poll(
+                    synced=synced, now_mono_ns=self._mono_ns(), now_wall_ns=self._wall_ns()
+                ):
+                    self._emit_locked(route)
+            self._refill_locked()
+        if refuse_v5 and self._link.protocol == "5":
+            self._link.fall_back_to_311()
+
+    def _commit(self) -> None:
+        """One group commit: new messages, acknowledged deletes, dead letters, seq reserves."""
+        with self._lock:
+            self._commit_requested = False
+            self._snapshots += 1
+            snapshot = self._snapshots
+            inserts = list(self._pending.values())
+            self._pending.clear()
+            deletes = self._acked_ids
+            self._acked_ids = set()
+            dead = self._dead
+            self._dead = []
+            reservations = self._seqs.wanted()
+        batch = CommitBatch(inserts, deletes, dead, reservations)
+        if not batch:
+            with self._lock:
+                self._durable_snapshot = snapshot
+                self._idle.notify_all()
+            return
+        try:
+            result = self._spool.commit(batch)
+        except SpoolError as exc:
+            with self._lock:
+                self.counters.commit_errors += 1
+                self._last_error = str(exc)
+                dead_ids = {d.id for d in self._dead}
+                restored = OrderedDict(
+                    (m.id, m)
+                    for m in inserts
+                    if m.id not in self._acked_ids and m.id not in dead_ids
+                )
+                self._acked_ids -= {m.id for m in inserts}
+                self._acked_ids |= set(deletes)
+                unwritten = {m.id for m in inserts}
+                self._dead = [
+                    dataclasses.replace(d, in_spool=d.in_spool and d.id not in unwritten)
+                    for d in dead + self._dead
+                ]
+                restored.update(self._pending)
+                self._pending = restored
+            return
+        with self._lock:
+            self.counters.commits += 1
+            self._durable_snapshot = snapshot
+            self._seqs.durable.update(reservations)
+            self._dead_count = min(self._dead_count + len(dead), self.settings.spool.max_dead)
+            if result.dropped and result.dropped_ids is not None:
+                first, last = result.dropped_ids
+                already = {i for i in self._acked_ids if first <= i <= last}
+                self._acked_ids -= already
+                for mid, m in list(self._inflight.items()):
+                    if first <= m.id <= last:
+                        del self._inflight[mid]
+                self._outstanding -= result.dropped - len(already)
+                self.counters.dropped_full += result.dropped - len(already)
+                self._buffer.clear()
+            self._refill_locked()
+            self._idle.notify_all()
+
+    # --- the daemon's other calls ------------------------------------------------------
+
+    def set_schedule(self, schedule: SlotSchedule) -> None:
+        """Replace the slot schedule whole (on reload); receptions from now on use it."""
+        with self._lock:
+            self._router.replace_schedule(schedule)
+
+    def publish_catalogue(self, variants: Sequence[Mapping[str, Any]]) -> None:
+        """Set the retained variant catalogue (no holder names); republished on every connect."""
+        data = pl.catalogue_payload(self.settings.rig, variants)
+        with self._lock:
+            self._catalogue = data
+            self._publish_control_locked(self.topics.variants(), data)
+
+    def publish_health(self, variant: str, health: Mapping[str, Any]) -> None:
+        """Set a port's retained health; republished on every connect. Raises PayloadError."""
+        topic = self.topics.health(variant)
+        data = pl.health_payload(self.settings.rig, variant, health)
+        with self._lock:
+            if self._health.get(variant) == data:
+                return
+            self._health[variant] = data
+            self._publish_control_locked(topic, data)
+
+    def clear_health(self, variant: str) -> None:
+        """Remove a variant's retained health (the variant left the rig)."""
+        topic = self.topics.health(variant)
+        with self._lock:
+            self._health.pop(variant, None)
+            self._publish_control_locked(topic, b"")
+
+    def flush(self, timeout: float) -> bool:
+        """Wait up to `timeout` s until every message is acknowledged; True if so."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while self._outstanding > 0:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._idle.wait(min(left, 0.2))
+            return True
+
+    def commit_now(self, timeout: float = 5.0) -> bool:
+        """Commit everything submitted so far now; True once it is durable (within `timeout`)."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            target = self._snapshots + 1
+            self._commit_requested = True
+            self._events.put(_WAKE)
+            while self._durable_snapshot < target:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._idle.wait(min(left, 0.2))
+            return True
+
+    def status(self) -> PublisherStatus:
+        """A consistent snapshot of the queue and the counters."""
+        with self._lock:
+            rc = self._router.counters
+            counters = dataclasses.replace(self.counters)
+            counters.routed, counters.unrouted = rc.routed, rc.unrouted
+            counters.held, counters.held_dropped, counters.rebuilt = (
+                rc.held,
+                rc.held_dropped,
+                rc.rebuilt,
+            )
+            counters.callback_errors = self._link.callback_errors
+            counters.paho_restarts = self._link.restarts
+            counters.protocol_fallbacks = self._link.fallbacks
+            return PublisherStatus(
+                connected=self._link.connected,
+                protocol=self._link.protocol,
+                outstanding=self._outstanding,
+                spooled=self._spool.count,
+                spooled_bytes=self._spool.bytes,
+                pending_commit=len(self._pending),
+                inflight=len(self._inflight),
+                held=self._router.held,
+                dead_letters=self._dead_count,
+                last_error=self._last_error,
+                counters=counters,
+            )
+
+    def liveness(self) -> PublisherLiveness:
+        """For the watchdog: paho's thread and the writer thread alive and progressing."""
+        now = time.monotonic()
+        worker = self._worker
+        return PublisherLiveness(
+            network_thread_alive=self._link.thread_alive(),
+            network_progress_age=max(0.0, now - self._link.last_progress),
+            writer_alive=bool(worker is not None and worker.is_alive()),
+            writer_progress_age=max(0.0, now - self._worker_beat),
+            connected=self._link.connected,
+        )
+
+    @property
+    def link(self) -> MqttLink:
+        """The MQTT link (tests and diagnostics)."""
+        return self._link

@@ -1,0 +1,108 @@
+"""The slot schedule: who holds the rig at a given instant. Pure; replaced whole on reload."""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from gateway.errors import IdentifierError
+from gateway.publish.topics import validate_holder
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def datetime_to_ns(value: datetime) -> int:
+    """Nanoseconds since the Unix epoch of a timezone-aware datetime, exactly (no float)."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"{value.isoformat()} has no UTC offset")
+    delta = value - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Slot:
+    """A test slot: `holder` receives the telegrams received in [start, end)."""
+
+    holder: str
+    start: datetime
+    end: datetime
+
+
+class ScheduleError(IdentifierError):
+    """A schedule that cannot be used: overlap, start not before end, naive time, bad holder."""
+
+
+class SlotSchedule:
+    """An immutable, validated set of non-overlapping slots, searched in O(log n)."""
+
+    __slots__ = ("_ends", "_holders", "_slots", "_starts")
+
+    def __init__(self, slots: Iterable[Slot] = ()):
+        items = sorted(slots, key=lambda s: (s.start, s.end))
+        problems: list[str] = []
+        starts: list[int] = []
+        ends: list[int] = []
+        for i, slot in enumerate(items):
+            try:
+                validate_holder(slot.holder)
+            except IdentifierError as exc:
+                problems.append(str(exc))
+            try:
+                start, end = datetime_to_ns(slot.start), datetime_to_ns(slot.end)
+            except ValueError as exc:
+                problems.append(f"slot of {slot.holder!r}: {exc}")
+                continue
+            if start >= end:
+                problems.append(
+                    f"slot of {slot.holder!r}: start {slot.start.isoformat()} is not before "
+                    f"end {slot.end.isoformat()}"
+                )
+                continue
+            if ends and start < ends[-1]:
+                prev = items[i - 1]
+                problems.append(
+                    f"slot of {slot.holder!r} ({slot.start.isoformat()} to {slot.end.isoformat()})"
+                    f" overlaps slot of {prev.holder!r} ({prev.start.isoformat()} to "
+                    f"{prev.end.isoformat()})"
+                )
+                continue
+            starts.append(start)
+            ends.append(end)
+        if problems:
+            raise ScheduleError("; ".join(problems))
+        self._slots = tuple(items)
+        self._starts = starts
+        self._ends = ends
+        self._holders = [s.holder for s in items]
+
+    @property
+    def slots(self) -> tuple[Slot, ...]:
+        """The slots, sorted by start."""
+        return self._slots
+
+    def __len__(self) -> int:
+        """The number of slots."""
+        return len(self._slots)
+
+    def holder_at_ns(self, wall_ns: int) -> str | None:
+        """The holder of the slot containing `wall_ns` (ns since the epoch), or None."""
+        i = bisect.bisect_right(self._starts, wall_ns) - 1
+        if i >= 0 and wall_ns < self._ends[i]:
+            return self._holders[i]
+        return None
+
+    def holder_at(self, when: datetime) -> str | None:
+        """The holder of the slot containing the aware datetime `when` ([start, end)), or None."""
+        return self.holder_at_ns(datetime_to_ns(when))
+
+    def merged(self) -> tuple[Slot, ...]:
+        """The slots with back-to-back slots of one holder joined into one (for reports)."""
+        out: list[Slot] = []
+        for slot in self._slots:
+            if out and out[-1].holder == slot.holder and out[-1].end == slot.start:
+                out[-1] = Slot(slot.holder, out[-1].start, slot.end)
+            else:
+                out.append(slot)
+        return tuple(out)

@@ -1,0 +1,318 @@
+"""The durable spool: SQLite (WAL, synchronous=FULL), written by one thread in group commits.
+
+Three tables: `spool` (messages handed over, not yet acknowledged by the broker, in id order),
+`dead` (messages the broker refused or that failed local checks, set aside, bounded) and `seq`
+(per variant, the highest seq durably reserved: seq values are never reused across restarts).
+Every method raises `gateway.errors.SpoolError` for any SQLite failure.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gateway.errors import SpoolError
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS spool (
+    id INTEGER PRIMARY KEY, variant TEXT NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL,
+    topic TEXT NOT NULL, payload BLOB NOT NULL, qos INTEGER NOT NULL, size INTEGER NOT NULL,
+    received_ns INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS dead (
+    id INTEGER PRIMARY KEY, variant TEXT NOT NULL, seq INTEGER, kind TEXT NOT NULL,
+    topic TEXT, payload BLOB NOT NULL, reason TEXT NOT NULL, reason_code INTEGER,
+    at_ns INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS seq (variant TEXT PRIMARY KEY, reserved INTEGER NOT NULL);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class SpoolMessage:
+    """One message as spooled: id orders the queue; seq is the variant's sequence number."""
+
+    id: int
+    variant: str
+    seq: int
+    kind: str
+    """'telegram', 'raw' or 'invalid'."""
+    topic: str
+    payload: bytes
+    qos: int
+    received_ns: int
+
+    @property
+    def size(self) -> int:
+        """What the message counts against the spool's size bound."""
+        return len(self.payload) + len(self.topic)
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A message set aside: refused by the broker or failing a local check."""
+
+    id: int
+    variant: str
+    seq: int | None
+    kind: str
+    topic: str | None
+    payload: bytes
+    reason: str
+    reason_code: int | None
+    at_ns: int
+    in_spool: bool = True
+    """True when the message's row is in `spool` and must be deleted from it."""
+
+
+@dataclass(frozen=True, slots=True)
+class CommitBatch:
+    """What one group commit writes, in one transaction."""
+
+    inserts: Sequence[SpoolMessage] = ()
+    deletes: Collection[int] = ()
+    dead: Sequence[DeadLetter] = ()
+    reservations: Mapping[str, int] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        """True when there is anything to write."""
+        return bool(self.inserts or self.deletes or self.dead or self.reservations)
+
+
+@dataclass(frozen=True, slots=True)
+class CommitResult:
+    """What a commit did besides the batch itself."""
+
+    dropped: int
+    """Oldest messages deleted to get back under the size bound."""
+    dropped_ids: tuple[int, int] | None
+    """The (first, last) id of the dropped range, if any."""
+
+
+class Spool:
+    """The SQLite spool. Use it from one thread at a time (the publisher's writer thread)."""
+
+    def __init__(self, path: Path, *, max_bytes: int, max_dead: int = 10_000):
+        self.path = Path(path)
+        self.max_bytes = max_bytes
+        self.max_dead = max_dead
+        self._db: sqlite3.Connection | None = None
+        self.count = 0
+        """Messages in the spool (committed)."""
+        self.bytes = 0
+        """Their total size."""
+        self.max_id = 0
+        """The highest id committed to `spool` or `dead`."""
+
+    # --- life cycle --------------------------------------------------------------------
+
+    def open(self) -> Spool:
+        """Open (creating the folder and schema if needed) and read the totals."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=10.0
+            )
+            self._db = db
+            mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise SpoolError(f"{self.path}: SQLite refused WAL mode (got {mode!r})")
+            db.execute("PRAGMA synchronous=FULL")
+            db.executescript(_SCHEMA)
+            db.execute(
+                "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema', ?)", (SCHEMA_VERSION,)
+            )
+            count, total = db.execute(
+                "SELECT count(*), coalesce(sum(size), 0) FROM spool"
+            ).fetchone()
+            self.count, self.bytes = int(count), int(total)
+            self.max_id = int(
+                db.execute(
+                    "SELECT max(coalesce((SELECT max(id) FROM spool), 0),"
+                    " coalesce((SELECT max(id) FROM dead), 0))"
+                ).fetchone()[0]
+            )
+        except sqlite3.Error as exc:
+            self.close()
+            raise SpoolError(f"{self.path}: cannot open the spool: {exc}") from exc
+        except OSError as exc:
+            self.close()
+            raise SpoolError(f"{self.path}: cannot open the spool: {exc}") from exc
+        return self
+
+    def close(self) -> None:
+        """Close the database (idempotent)."""
+        if self._db is not None:
+            with suppress(sqlite3.Error):
+                self._db.close()
+            self._db = None
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        """The open connection."""
+        if self._db is None:
+            raise SpoolError(f"{self.path}: the spool is not open")
+        return self._db
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT, rolled back and turned into SpoolError on failure."""
+        db = self.db
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise SpoolError(f"{self.path}: {exc}") from exc
+
+    # --- reading -----------------------------------------------------------------------
+
+    def read_from(self, first_id: int, limit: int) -> list[SpoolMessage]:
+        """Up to `limit` spooled messages with id >= first_id, in id order."""
+        try:
+            rows = self.db.execute(
+                "SELECT id, variant, seq, kind, topic, payload, qos, received_ns FROM spool"
+                " WHERE id >= ? ORDER BY id LIMIT ?",
+                (first_id, limit),
+            ).fetchall()
+        except sqlite3.Error as exc:
+            raise SpoolError(f"{self.path}: {exc}") from exc
+        return [SpoolMessage(r[0], r[1], r[2], r[3], r[4], bytes(r[5]), r[6], r[7]) for r in rows]
+
+    def seq_reservations(self) -> dict[str, int]:
+        """Per variant, the highest seq durably reserved."""
+        try:
+            return dict(self.db.execute("SELECT variant, reserved FROM seq").fetchall())
+        except sqlite3.Error as exc:
+            raise SpoolError(f"{self.path}: {exc}") from exc
+
+    def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        """The newest dead letters, newest first."""
+        try:
+            rows = self.db.execute(
+                "SELECT id, variant, seq, kind, topic, payload, reason, reason_code, at_ns"
+                " FROM dead ORDER BY id DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+        except sqlite3.Error as exc:
+            raise SpoolError(f"{self.path}: {exc}") from exc
+        return [
+            DeadLetter(r[0], r[1], r[2], r[3], r[4], bytes(r[5]), r[6], r[7], r[8]) for r in rows
+        ]
+
+    def dead_count(self) -> int:
+        """How many dead letters are kept."""
+        try:
+            return int(self.db.execute("SELECT count(*) FROM dead").fetchone()[0])
+        except sqlite3.Error as exc:
+            raise SpoolError(f"{self.path}: {exc}") from exc
+
+    # --- writing -----------------------------------------------------------------------
+
+    def reserve(self, reservations: Mapping[str, int]) -> None:
+        """Durably record seq reservations now (one transaction)."""
+        self.commit(CommitBatch(reservations=reservations))
+
+    def commit(self, batch: CommitBatch) -> CommitResult:
+        """Write one batch in one transaction, then apply the size bound (drop oldest)."""
+        count, total = self.count, self.bytes
+        dropped = 0
+        dropped_ids: tuple[int, int] | None = None
+        max_id = self.max_id
+        with self._transaction() as db:
+            if batch.inserts:
+                db.executemany(
+                    "INSERT OR REPLACE INTO spool"
+                    " (id, variant, seq, kind, topic, payload, qos, size, received_ns)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        (
+                            m.id,
+                            m.variant,
+                            m.seq,
+                            m.kind,
+                            m.topic,
+                            m.payload,
+                            m.qos,
+                            m.size,
+                            m.received_ns,
+                        )
+                        for m in batch.inserts
+                    ],
+                )
+                count += len(batch.inserts)
+                total += sum(m.size for m in batch.inserts)
+                max_id = max(max_id, max(m.id for m in batch.inserts))
+            gone = [d.id for d in batch.dead if d.in_spool]
+            ids = list(batch.deletes) + gone
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                n, size = db.execute(
+                    f"SELECT count(*), coalesce(sum(size), 0) FROM spool WHERE id IN ({marks})",
+                    chunk,
+                ).fetchone()
+                db.execute(f"DELETE FROM spool WHERE id IN ({marks})", chunk)
+                count -= int(n)
+                total -= int(size)
+            if batch.dead:
+                db.executemany(
+                    "INSERT OR REPLACE INTO dead"
+                    " (id, variant, seq, kind, topic, payload, reason, reason_code, at_ns)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        (
+                            d.id,
+                            d.variant,
+                            d.seq,
+                            d.kind,
+                            d.topic,
+                            d.payload,
+                            d.reason,
+                            d.reason_code,
+                            d.at_ns,
+                        )
+                        for d in batch.dead
+                    ],
+                )
+                max_id = max(max_id, max(d.id for d in batch.dead))
+                db.execute(
+                    "DELETE FROM dead WHERE id NOT IN (SELECT id FROM dead ORDER BY id DESC"
+                    " LIMIT ?)",
+                    (self.max_dead,),
+                )
+            if batch.reservations:
+                db.executemany(
+                    "INSERT INTO seq(variant, reserved) VALUES (?, ?) ON CONFLICT(variant)"
+                    " DO UPDATE SET reserved = max(reserved, excluded.reserved)",
+                    list(batch.reservations.items()),
+                )
+            while total > self.max_bytes and count > 0:
+                excess = total - self.max_bytes
+                rows = db.execute("SELECT id, size FROM spool ORDER BY id LIMIT 512").fetchall()
+                freed, last = 0, None
+                for row_id, size in rows:
+                    freed += size
+                    last = row_id
+                    dropped += 1
+                    count -= 1
+                    if freed >= excess:
+                        break
+                if last is None:
+                    break
+                first = rows[0][0]
+                db.execute("DELETE FROM spool WHERE id <= ?", (last,))
+                total -= freed
+                dropped_ids = (dropped_ids[0] if dropped_ids else first, last)
+        self.count, self.bytes, self.max_id = count, total, max_id
+        return CommitResult(dropped, dropped_ids)
