@@ -24,8 +24,10 @@ def test_testers_get_their_own_slot_only_and_cannot_publish(
     pub.publish_catalogue([{"id": "v5", "spec": "V5", "model": "Iskra AM550"}])
     pub.publish_health("v5", {"state": "up", "telegrams": 3})
     for i in range(N):
-        assert pub.submit_telegram("v5", make_telegram(i), time.monotonic_ns(), time.time_ns()) \
+        assert (
+            pub.submit_telegram("v5", make_telegram(i), time.monotonic_ns(), time.time_ns())
             is SubmitOutcome.ROUTED
+        )
     assert a.wait_for(lambda ms: len(telegrams(ms)) == N and len(ms) == 2 * N, 15)
     assert pub.flush(10)
     public = {"p1/rig-a/status", "p1/rig-a/variants", "p1/rig-a/health/v5"}
@@ -52,8 +54,12 @@ def test_testers_get_their_own_slot_only_and_cannot_publish(
     # Neither tester can publish: MQTT 5 answers 0x87 and nobody receives anything.
     before = len(observer.snapshot())
     for tester in (a, b):
-        for topic in ["p1/rig-a/slot/acme/v5/telegram", "p1/rig-a/status", "p1/rig-a/health/v5",
-                      "p1/rig-b/slot/bravo/v5/telegram"]:
+        for topic in [
+            "p1/rig-a/slot/acme/v5/telegram",
+            "p1/rig-a/status",
+            "p1/rig-a/health/v5",
+            "p1/rig-b/slot/bravo/v5/telegram",
+        ]:
             code, failure = tester.try_publish(topic, b'{"forged": true}')
             assert (code, failure) == (0x87, True), (topic, code)
     time.sleep(0.5)
@@ -62,8 +68,10 @@ def test_testers_get_their_own_slot_only_and_cannot_publish(
     late = probe("bravo", ["p1/rig-a/status"])
     assert late.wait_for(lambda ms: len(ms) >= 1, 10)
     assert json.loads(late.snapshot()[0].payload)["state"] == "online"
-    print(f"\naccess: sent {N} telegrams (+{N} raw); acme received {len(got_a)}, "
-          f"bravo received {len([m for m in got_b if '/slot/' in m.topic])} slot messages")
+    print(
+        f"\naccess: sent {N} telegrams (+{N} raw); acme received {len(got_a)}, "
+        f"bravo received {len([m for m in got_b if '/slot/' in m.topic])} slot messages"
+    )
 
 
 def test_retained_state_is_readable_by_a_tester_connecting_later(
@@ -80,8 +88,10 @@ def test_retained_state_is_readable_by_a_tester_connecting_later(
     assert late.wait_for(lambda ms: len(ms) == 3, 10)
     by_topic = {m.topic: json.loads(m.payload) for m in late.snapshot()}
     assert all(m.retain for m in late.snapshot())
-    assert by_topic["p1/rig-a/variants"] == {"rig": "rig-a", "variants": [{"id": "v5",
-                                                                              "spec": "V5"}]}
+    assert by_topic["p1/rig-a/variants"] == {
+        "rig": "rig-a",
+        "variants": [{"id": "v5", "spec": "V5"}],
+    }
     assert by_topic["p1/rig-a/health/v5"]["state"] == "silent"
     pub.clear_health("v5")
     time.sleep(0.5)

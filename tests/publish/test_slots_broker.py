@@ -74,16 +74,20 @@ def test_every_telegram_lands_on_the_side_of_its_reception_time(
     assert times.index(boundary - 1) in got_a and times.index(boundary) in got_b
     back_to_back = datetime_to_ns(t0 + timedelta(seconds=6))
     assert {times.index(back_to_back - 1), times.index(back_to_back)} <= set(got_a)
-    print(f"\nslot boundary: submitted {len(times)}; acme expected {len(want['acme'])} got "
-          f"{len(got_a)}; bravo expected {len(want['bravo'])} got {len(got_b)}; outside "
-          f"{len(want[None])}; crossed 0")
+    print(
+        f"\nslot boundary: submitted {len(times)}; acme expected {len(want['acme'])} got "
+        f"{len(got_a)}; bravo expected {len(want['bravo'])} got {len(got_b)}; outside "
+        f"{len(want[None])}; crossed 0"
+    )
 
 
 def test_real_time_slots_of_two_seconds(broker, probe, publisher, spool_dir: Path) -> None:
     """A live stream at 20 Hz across real 2-second slots: each message on its own side."""
     now = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=2)
-    spans_dt = [("acme", now, now + timedelta(seconds=2)),
-                ("bravo", now + timedelta(seconds=2), now + timedelta(seconds=4))]
+    spans_dt = [
+        ("acme", now, now + timedelta(seconds=2)),
+        ("bravo", now + timedelta(seconds=2), now + timedelta(seconds=4)),
+    ]
     a = probe("acme", ["p1/rig-a/slot/acme/#"])
     b = probe("bravo", ["p1/rig-a/slot/bravo/#"])
     pub = publisher(settings(spool_dir, broker), schedule(*spans_dt))
@@ -104,8 +108,10 @@ def test_real_time_slots_of_two_seconds(broker, probe, publisher, spool_dir: Pat
     assert [counter_of(g.payload) for g in telegrams(a.snapshot())] == want_a
     assert [counter_of(g.payload) for g in telegrams(b.snapshot())] == want_b
     assert len(want_a) > 20 and len(want_b) > 20
-    print(f"\nreal-time slots: submitted {len(walls)}; acme {len(want_a)}/{len(want_a)}, "
-          f"bravo {len(want_b)}/{len(want_b)}, crossed 0")
+    print(
+        f"\nreal-time slots: submitted {len(walls)}; acme {len(want_a)}/{len(want_a)}, "
+        f"bravo {len(want_b)}/{len(want_b)}, crossed 0"
+    )
 
 
 def test_refused_and_locally_failing_messages_are_set_aside(
@@ -113,8 +119,10 @@ def test_refused_and_locally_failing_messages_are_set_aside(
 ) -> None:
     """0x87 (not authorised) and an unencodable telegram go to dead letters; the rest flows."""
     t0 = datetime.now(UTC) - timedelta(minutes=1)
-    sched = schedule(("banned", t0, t0 + timedelta(hours=1)),
-                     ("acme", t0 + timedelta(hours=1), t0 + timedelta(hours=2)))
+    sched = schedule(
+        ("banned", t0, t0 + timedelta(hours=1)),
+        ("acme", t0 + timedelta(hours=1), t0 + timedelta(hours=2)),
+    )
     banned_wall = datetime_to_ns(t0) + NS
     acme_wall = datetime_to_ns(t0 + timedelta(hours=1)) + NS
     a = probe("acme", ["p1/rig-a/slot/acme/#"])
@@ -131,8 +139,10 @@ def test_refused_and_locally_failing_messages_are_set_aside(
             bad = Telegram(b"/X\r\n!\r\n", "V5", "X", None, {"1-0:1.8.1": {"value": 1.5}})
             assert pub.submit_telegram("v5", bad, 0, acme_wall) is SubmitOutcome.REJECTED
     for bad_variant in ["v/5", "v+", "v#", "$v", "v\x005"]:
-        assert pub.submit_telegram(bad_variant, make_telegram(99), 0, acme_wall) \
+        assert (
+            pub.submit_telegram(bad_variant, make_telegram(99), 0, acme_wall)
             is SubmitOutcome.REJECTED
+        )
     assert pub.flush(20), pub.status()
     assert a.wait_for(lambda ms: len(telegrams(ms)) >= len(sent_acme), 10)
     got = [counter_of(g.payload) for g in telegrams(a.snapshot())]
@@ -148,8 +158,10 @@ def test_refused_and_locally_failing_messages_are_set_aside(
     refused = [r for r in rows if r[1] == 0x87]
     assert len(refused) == 20 and all("/slot/banned/" in r[2] for r in refused)
     assert len([r for r in rows if r[1] is None]) == 15
-    print(f"\nrefused: sent {len(sent_acme)} to acme, received {len(got)}; "
-          f"dead letters: {len(refused)} refused (0x87), 15 failed local checks")
+    print(
+        f"\nrefused: sent {len(sent_acme)} to acme, received {len(got)}; "
+        f"dead letters: {len(refused)} refused (0x87), 15 failed local checks"
+    )
 
 
 def test_unsynchronised_clock_routes_nothing_then_rebuilds_wall_time(
@@ -157,8 +169,10 @@ def test_unsynchronised_clock_routes_nothing_then_rebuilds_wall_time(
 ) -> None:
     """Unsynced: held, nothing published; synced: routed with wall time from mono."""
     true_now = datetime.now(UTC)
-    sched = schedule(("acme", true_now - timedelta(hours=1), true_now + timedelta(hours=1)),
-                     ("bravo", true_now - timedelta(hours=5), true_now - timedelta(hours=2)))
+    sched = schedule(
+        ("acme", true_now - timedelta(hours=1), true_now + timedelta(hours=1)),
+        ("bravo", true_now - timedelta(hours=5), true_now - timedelta(hours=2)),
+    )
     synced = threading.Event()
     offset = {"ns": -3 * 3600 * NS}  # the unsynced clock is 3 h behind: bravo's slot
 
@@ -167,8 +181,12 @@ def test_unsynchronised_clock_routes_nothing_then_rebuilds_wall_time(
 
     a = probe("acme", ["p1/rig-a/slot/acme/#"])
     b = probe("bravo", ["p1/rig-a/slot/bravo/#"])
-    pub = publisher(settings(spool_dir, broker, require_sync=True), sched,
-                    clock_synced=synced.is_set, wall_ns=wall)
+    pub = publisher(
+        settings(spool_dir, broker, require_sync=True),
+        sched,
+        clock_synced=synced.is_set,
+        wall_ns=wall,
+    )
     assert wait_until(lambda: pub.status().connected, 10)
     monos = []
     for n in range(10):
@@ -192,5 +210,7 @@ def test_unsynchronised_clock_routes_nothing_then_rebuilds_wall_time(
         assert abs(datetime_to_ns(rebuilt) - true_wall) < 50 * MS
     assert b.snapshot() == []
     assert pub.status().counters.rebuilt == 10 and pub.status().held == 0
-    print("\nclock trust: 10 held while unsynced (published 0), 10 routed after sync to acme "
-          "with rebuilt wall time (|error| < 50 ms), 0 to bravo")
+    print(
+        "\nclock trust: 10 held while unsynced (published 0), 10 routed after sync to acme "
+        "with rebuilt wall time (|error| < 50 ms), 0 to bravo"
+    )

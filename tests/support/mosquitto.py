@@ -212,6 +212,11 @@ class Received:
     payload: bytes
     retain: bool
     at: float
+    user_properties: tuple[tuple[str, str], ...] = ()
+
+    def prop(self, name: str) -> str | None:
+        """The first MQTT 5 user property called `name`, if any."""
+        return next((v for k, v in self.user_properties if k == name), None)
 
 
 class MqttProbe:
@@ -265,10 +270,16 @@ class MqttProbe:
 
     def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
         """Collect."""
+        props = getattr(getattr(msg, "properties", None), "UserProperty", None) or []
+        received = Received(
+            msg.topic,
+            bytes(msg.payload),
+            bool(msg.retain),
+            time.monotonic(),
+            tuple((str(k), str(v)) for k, v in props),
+        )
         with self._lock:
-            self.messages.append(
-                Received(msg.topic, bytes(msg.payload), bool(msg.retain), time.monotonic())
-            )
+            self.messages.append(received)
 
     def _on_publish(self, client: Any, userdata: Any, mid: int, rc: Any, props: Any) -> None:
         """Record the broker's answer to our own publishes."""
