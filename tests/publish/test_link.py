@@ -3,16 +3,28 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import socket
 import sqlite3
+import subprocess
 import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from gateway.publish import Publisher, SubmitOutcome
-from tests.publish.helpers import all_day, counter_of, make_telegram, settings, telegrams
-from tests.support.mosquitto import free_port, wait_until
+from tests.publish.helpers import (
+    EXTRA_ACL,
+    PASSWORDS,
+    all_day,
+    counter_of,
+    make_telegram,
+    settings,
+    telegrams,
+)
+from tests.support.mosquitto import OPENSSL, MosquittoBroker, MqttProbe, free_port, wait_until
 
 
 class V311OnlyGate:
@@ -196,3 +208,65 @@ def test_full_spool_drops_oldest_and_counts(spool_dir: Path) -> None:
     assert st.spooled + st.counters.dropped_full == 100
     assert st.outstanding == st.spooled
     pub.stop(timeout=1)
+
+
+@pytest.mark.skipif(OPENSSL is None, reason="openssl is needed to make a throwaway CA")
+def test_tls_with_the_configured_ca_and_a_refusal_with_another(tmp_path: Path) -> None:
+    """TLS on when tls_ca_file is set: delivered with the right CA, nothing with a wrong one."""
+    with MosquittoBroker(PASSWORDS, extra_acl=EXTRA_ACL, tls=True) as broker:
+        tester = MqttProbe(broker, "acme", PASSWORDS["acme"], ["p1/rig-a/slot/acme/#"]).start()
+        base = settings(tmp_path / "a", broker, port=broker.tls_port)
+        good = Publisher(
+            dataclasses.replace(
+                base, mqtt=dataclasses.replace(base.mqtt, tls_ca_file=broker.ca_file)
+            ),
+            all_day("acme"),
+        )
+        other_ca = tmp_path / "other-ca.crt"
+        subprocess.run(
+            [
+                OPENSSL,
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-keyout",
+                str(tmp_path / "k"),
+                "-out",
+                str(other_ca),
+                "-days",
+                "1",
+                "-subj",
+                "/CN=someone-else",
+            ],
+            check=True,
+            capture_output=True,
+        )
+        base_b = settings(tmp_path / "b", broker, port=broker.tls_port)
+        bad = Publisher(
+            dataclasses.replace(
+                base_b,
+                mqtt=dataclasses.replace(
+                    base_b.mqtt, tls_ca_file=other_ca, client_id="p1gw-wrong-ca"
+                ),
+            ),
+            all_day("acme"),
+        )
+        good.start()
+        bad.start()
+        try:
+            good.submit_telegram("v5", make_telegram(1), 0, time.time_ns())
+            bad.submit_telegram("v5", make_telegram(2), 0, time.time_ns())
+            assert tester.wait_for(lambda ms: len(telegrams(ms)) >= 1, 15)
+            assert wait_until(lambda: bad.status().counters.connect_failures >= 1, 15)
+            time.sleep(1.0)
+            assert [counter_of(g.payload) for g in telegrams(tester.snapshot())] == [1]
+            assert good.status().connected and not bad.status().connected
+            assert bad.status().outstanding == 2 and bad.status().counters.published == 0
+        finally:
+            good.stop(timeout=2)
+            bad.stop(timeout=2)
+            tester.stop()

@@ -36,6 +36,7 @@ REPO = Path(__file__).resolve().parents[2]
 TEMPLATE_DIR = REPO / "config" / "mosquitto"
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 MOSQUITTO_PASSWD = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
+OPENSSL = shutil.which("openssl")
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -67,6 +68,7 @@ class MosquittoBroker:
         extra_acl: str = "",
         host: str = "127.0.0.1",
         port: int | None = None,
+        tls: bool = False,
     ):
         self.users = dict(users)
         self.rigs = tuple(rigs)
@@ -80,6 +82,8 @@ class MosquittoBroker:
         self.log_path = self.dir / "mosquitto.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
+        self.tls_port: int | None = free_port(host) if tls else None
+        self.ca_file = self.dir / "ca.crt"
         self._render()
 
     # --- set-up ------------------------------------------------------------------------
@@ -104,6 +108,15 @@ class MosquittoBroker:
         if self.extra_acl:
             acl += "\n" + self.extra_acl.strip() + "\n"
         (self.config_dir / "acl").write_text(acl)
+        if self.tls_port is not None:
+            self._make_certificates()
+            with self.conf.open("a") as fh:
+                fh.write(
+                    f"\n# Added by the test fixture: a TLS listener signed by a throwaway CA.\n"
+                    f"listener {self.tls_port} {self.host}\n"
+                    f"certfile {self.config_dir / 'server.crt'}\n"
+                    f"keyfile {self.config_dir / 'server.key'}\n"
+                )
         passwd = self.config_dir / "passwd"
         passwd.touch()
         for user, password in self.users.items():
@@ -113,6 +126,57 @@ class MosquittoBroker:
                 capture_output=True,
             )
         self._hand_over()
+
+    def _make_certificates(self) -> None:
+        """A throwaway CA (ca_file) and a server certificate for 127.0.0.1 / localhost."""
+        ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+        etc = self.config_dir
+
+        def run(*args: str) -> None:
+            subprocess.run([OPENSSL, *args], check=True, capture_output=True, cwd=self.dir)
+
+        run(
+            "req",
+            "-x509",
+            *ec,
+            "-keyout",
+            str(self.dir / "ca.key"),
+            "-out",
+            str(self.ca_file),
+            "-days",
+            "2",
+            "-subj",
+            "/CN=p1gw-test-ca",
+        )
+        run(
+            "req",
+            *ec,
+            "-keyout",
+            str(etc / "server.key"),
+            "-out",
+            str(self.dir / "server.csr"),
+            "-subj",
+            "/CN=localhost",
+        )
+        ext = self.dir / "san.ext"
+        ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+        run(
+            "x509",
+            "-req",
+            "-in",
+            str(self.dir / "server.csr"),
+            "-CA",
+            str(self.ca_file),
+            "-CAkey",
+            str(self.dir / "ca.key"),
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            str(ext),
+            "-out",
+            str(etc / "server.crt"),
+        )
 
     def _hand_over(self) -> None:
         """As root, give the broker's folder to the user mosquitto drops to."""
