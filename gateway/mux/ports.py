@@ -59,7 +59,6 @@ def open_port(config: PortConfig) -> OpenPort:
         "parity": profile.parity,
         "stopbits": profile.stopbits,
         "timeout": 0,
-        "write_timeout": 0,
     }
     if config.is_device_path:
         kwargs["exclusive"] = True

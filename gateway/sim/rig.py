@@ -38,9 +38,11 @@ class VirtualRig:
         start_time: datetime | None = None,
         backlog_limit: int = DEFAULT_BACKLOG_LIMIT,
         seed: int = 0,
+        start_paused: bool = False,
     ) -> None:
         self.link_dir = None if link_dir is None else Path(link_dir)
         self._lock = threading.RLock()
+        self._wake_r = self._wake_w = -1
         self.meters: dict[str, SimulatedMeter] = {}
         for n, model in enumerate(models):
             if model.id in self.meters:
@@ -62,9 +64,10 @@ class VirtualRig:
                 lock=self._lock,
             )
             self.meters[model.id].notify = self._wake
+            if start_paused:
+                self.meters[model.id].pause()
         self._thread: threading.Thread | None = None
         self._stop = False
-        self._wake_r = self._wake_w = -1
         self.error: BaseException | None = None
         """What ended the rig thread, if anything did."""
 

@@ -1,0 +1,257 @@
+"""The multiplexer on real pseudo-terminals, sockets and pyserial's loop:// handler."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from gateway import corpus
+from gateway.mux import (
+    FrameReceived,
+    HealthState,
+    Multiplexer,
+    OpenPort,
+    PortClosed,
+    PortConfig,
+    PortLost,
+    PortOpened,
+    PortOpenFailed,
+    PortSilent,
+    PortUp,
+    open_port,
+)
+from gateway.sim import EVEN_PARITY
+from tests.mux.conftest import Recorder
+from tests.support.pty import PtyPair, open_fd_count, wait_until
+
+V5 = corpus.entry("ndokter_dsmr_parser__TELEGRAM_V5_TWO_MBUS").read()
+V22 = corpus.entry("ndokter_dsmr_parser__TELEGRAM_V2_2").read()
+
+
+def test_frames_arrive_with_the_time_their_last_byte_was_read(recorder: Recorder) -> None:
+    """A telegram written in two parts is one frame, timed at the read of its last part."""
+    with PtyPair() as pty, Multiplexer(recorder, [PortConfig("m1", pty.path, spec="V5")]):
+        recorder.wait(lambda: recorder.of(PortOpened, "m1"), message="port opened")
+        pty.write(V5[:300])
+        time.sleep(0.2)
+        before_mono, before_wall = time.monotonic_ns(), time.time_ns()
+        pty.write(V5[300:])
+        recorder.wait(lambda: recorder.frames("m1"), message="the frame")
+        after_mono = time.monotonic_ns()
+    (event,) = recorder.frames("m1")
+    assert event.frame.raw == V5 and event.frame.crc_ok is True
+    assert before_mono <= event.received_monotonic_ns <= after_mono
+    assert abs(event.received_wall_ns - before_wall) < 5_000_000_000
+    opened = recorder.of(PortOpened, "m1")[0]
+    assert (opened.profile, opened.reconnect, opened.request_line_held) == (
+        "115200 8N1",
+        False,
+        None,
+    )
+
+
+def test_a_dsmr22_port_strips_parity_and_an_8n1_port_does_not(recorder: Recorder) -> None:
+    """Bytes with even parity in bit 7 frame on a V2_2 port; on an 'auto' port they are noise."""
+    wire = V22.translate(EVEN_PARITY)
+    with PtyPair() as old, PtyPair() as auto:
+        ports = [PortConfig("old", old.path, spec="V2_2"), PortConfig("auto", auto.path)]
+        with Multiplexer(recorder, ports) as mux:
+            recorder.wait(lambda: len(recorder.of(PortOpened)) == 2, message="both open")
+            old.write(wire)
+            auto.write(wire)
+            recorder.wait(lambda: recorder.frames("old"), message="the stripped frame")
+            wait_until(lambda: mux.snapshot()["auto"].counters.noise_bytes == len(wire))
+    (event,) = recorder.frames("old")
+    assert event.frame.raw == V22 and event.frame.crc_ok is None
+    assert recorder.frames("auto") == []
+
+
+def test_a_consumer_that_raises_never_stops_the_reader(recorder: Recorder) -> None:
+    """Every consumer exception is counted; reading goes on for every telegram."""
+    calls: list[FrameReceived] = []
+
+    def failing(event: object) -> None:
+        recorder(event)  # type: ignore[arg-type]
+        if isinstance(event, FrameReceived):
+            calls.append(event)
+            raise RuntimeError("consumer bug")
+
+    with PtyPair() as pty, Multiplexer(failing, [PortConfig("m1", pty.path)]) as mux:
+        recorder.wait(lambda: recorder.of(PortOpened), message="open")
+        for _ in range(5):
+            pty.write(V5)
+        wait_until(lambda: len(calls) == 5, message="5 frames despite the exceptions")
+        snap = mux.snapshot()["m1"]
+        assert mux.progress().running
+    assert snap.counters.consumer_errors == 5 and snap.counters.telegrams == 5
+
+
+def test_a_missing_device_is_down_and_is_opened_as_soon_as_it_appears(
+    recorder: Recorder, tmp_path: Path
+) -> None:
+    """Open fails while the path is missing (reported once), then the port opens when a
+    device appears at that path."""
+    link = tmp_path / "meter"
+    with Multiplexer(recorder, [PortConfig("m1", str(link))]) as mux:
+        recorder.wait(lambda: recorder.of(PortOpenFailed, "m1"), message="open failure")
+        time.sleep(1.0)  # several retries meanwhile
+        assert len(recorder.of(PortOpenFailed, "m1")) == 1
+        failed = recorder.of(PortOpenFailed, "m1")[0]
+        assert "No such file" in failed.error and failed.attempts == 1
+        snap = mux.snapshot()["m1"]
+        assert snap.state is HealthState.DOWN and snap.counters.open_failures >= 3
+        with PtyPair() as pty:
+            link.symlink_to(pty.path)
+            recorder.wait(lambda: recorder.of(PortOpened, "m1"), message="opened")
+            pty.write(V5)
+            recorder.wait(lambda: recorder.frames("m1"), message="a frame")
+            assert mux.snapshot()["m1"].state is HealthState.UP
+
+
+def test_a_port_is_opened_exclusively(recorder: Recorder) -> None:
+    """Two variants on one device: the second cannot open it ('in use')."""
+    with PtyPair() as pty:
+        first = Multiplexer(recorder, [PortConfig("a", pty.path)])
+        with first:
+            recorder.wait(lambda: recorder.of(PortOpened, "a"), message="first open")
+            second = Recorder()
+            with Multiplexer(second, [PortConfig("b", pty.path)]):
+                second.wait(lambda: second.of(PortOpenFailed, "b"), message="refused")
+            assert "in use" in second.of(PortOpenFailed, "b")[0].error
+
+
+def test_request_line_is_held_high_and_handlers_without_fd_are_polled(recorder: Recorder) -> None:
+    """loop:// has no descriptor: it is polled; its RTS line is set high after opening.
+
+    A pty has no modem lines (TIOCMBIS answers ENOTTY), so there the port still opens and
+    reports request_line_held=False; loop:// stores the line state, which is checked here.
+    """
+    opened: list[OpenPort] = []
+
+    def capturing_opener(config: PortConfig) -> OpenPort:
+        port = open_port(config)
+        opened.append(port)
+        return port
+
+    with PtyPair() as pty:
+        ports = [
+            PortConfig("loop", "loop://", request_line="rts"),
+            PortConfig("pty", pty.path, request_line="dtr"),
+        ]
+        with Multiplexer(recorder, ports, opener=capturing_opener):
+            recorder.wait(lambda: len(recorder.of(PortOpened)) == 2, message="both open")
+            loop = next(p for p in opened if p.fd is None)
+            assert loop.serial.rts is True
+            loop.serial.write(V5)  # loop:// echoes what is written: the poll reads it
+            recorder.wait(lambda: recorder.frames("loop"), message="a frame via polling")
+    by_variant = {e.variant: e for e in recorder.of(PortOpened)}
+    assert by_variant["loop"].request_line_held is True
+    assert by_variant["pty"].request_line_held is False
+    assert recorder.frames("loop")[0].frame.crc_ok is True
+
+
+def test_socket_urls_are_read_and_reconnected(recorder: Recorder) -> None:
+    """socket:// to a local TCP server: frames arrive; a closed connection is lost and
+    reopened."""
+    server = socket.create_server(("127.0.0.1", 0))
+    host, port = server.getsockname()
+    connections: list[socket.socket] = []
+    done = threading.Event()
+
+    def serve() -> None:
+        """Accept two connections in turn; stream a telegram every 50 ms on each."""
+        for _ in range(2):
+            conn, _ = server.accept()
+            connections.append(conn)
+            try:
+                while not done.is_set():
+                    conn.sendall(V5)
+                    time.sleep(0.05)
+            except OSError:
+                continue  # the test closed this connection: take the next one
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        with Multiplexer(recorder, [PortConfig("net", f"socket://{host}:{port}")]) as mux:
+            recorder.wait(lambda: recorder.frames("net"), message="first frame over TCP")
+            connections[0].shutdown(socket.SHUT_RDWR)
+            recorder.wait(lambda: recorder.of(PortLost, "net"), message="lost")
+            lost_at = recorder.of(PortLost, "net")[0].at_monotonic_ns
+            recorder.wait(
+                lambda: recorder.frames("net")[-1].received_monotonic_ns > lost_at,
+                message="frames after reconnecting",
+            )
+            assert mux.snapshot()["net"].counters.reconnects == 1
+    finally:
+        done.set()
+        server.close()
+        for conn in connections:
+            conn.close()
+    assert recorder.of(PortOpened, "net")[-1].reconnect is True
+    assert all(e.frame.crc_ok for e in recorder.frames("net"))
+
+
+def test_silence_is_reported_and_telegrams_bring_the_port_up_again(recorder: Recorder) -> None:
+    """With a 0.2 s interval: silent after 0.6 s without telegrams, up on the next one."""
+    with PtyPair() as pty, Multiplexer(recorder, [PortConfig("m1", pty.path, interval_s=0.2)]):
+        recorder.wait(lambda: recorder.of(PortOpened), message="open")
+        pty.write(V5)
+        recorder.wait(lambda: recorder.of(PortSilent, "m1"), message="silent")
+        silent = recorder.of(PortSilent, "m1")[0]
+        assert silent.silent_for_s >= 0.6 and silent.expected_interval_s == 0.2
+        pty.write(V5)
+        recorder.wait(lambda: recorder.of(PortUp, "m1"), message="up again")
+    kinds = [type(e).__name__ for e in recorder.events]
+    assert kinds.index("PortSilent") < kinds.index("PortUp")
+
+
+def test_a_lost_pty_is_reported_with_its_partial_frame(recorder: Recorder) -> None:
+    """Closing the master mid-telegram: the partial frame is dropped as truncated, port lost."""
+    with Multiplexer(recorder) as mux:
+        pty = PtyPair()
+        mux.apply([PortConfig("m1", pty.path)])
+        recorder.wait(lambda: recorder.of(PortOpened), message="open")
+        pty.write(V5[:200])
+        wait_until(lambda: mux.framer_pending("m1") == 200, message="200 bytes pending")
+        pty.close_master()
+        recorder.wait(lambda: recorder.of(PortLost, "m1"), message="lost")
+        snap = mux.snapshot()["m1"]
+    assert snap.state is HealthState.DOWN and snap.counters.truncated == 1
+    assert "end of file" in recorder.of(PortLost)[0].error
+
+
+def test_stop_closes_every_port_and_descriptor(recorder: Recorder) -> None:
+    """After stop() the thread has ended, each open port got PortClosed, no fd is left."""
+    with PtyPair() as a, PtyPair() as b:
+        baseline = open_fd_count()
+        mux = Multiplexer(recorder, [PortConfig("a", a.path), PortConfig("b", b.path)])
+        mux.start()
+        recorder.wait(lambda: len(recorder.of(PortOpened)) == 2, message="both open")
+        assert open_fd_count() > baseline
+        mux.stop()
+        assert not mux.progress().running
+        assert {e.reason for e in recorder.of(PortClosed)} == {"stopped"}
+        assert len(recorder.of(PortClosed)) == 2
+        wait_until(lambda: open_fd_count() == baseline, message="descriptors closed")
+
+
+def test_the_loop_makes_progress_while_idle(recorder: Recorder) -> None:
+    """The watchdog's indicator moves even with no port and no traffic."""
+    with Multiplexer(recorder, tick_s=0.05) as mux:
+        wait_until(lambda: mux.progress().iterations > 0, message="first iteration")
+        first = mux.progress()
+        wait_until(lambda: mux.progress().iterations >= first.iterations + 5, message="5 more")
+        later = mux.progress()
+    assert later.last_iteration_monotonic_ns > first.last_iteration_monotonic_ns
+    assert later.cpu_s is not None
+
+
+def test_apply_refuses_a_variant_twice() -> None:
+    """Two ports with one variant id cannot be applied."""
+    mux = Multiplexer(lambda e: None)
+    with pytest.raises(ValueError):
+        mux.apply([PortConfig("a", "/dev/null"), PortConfig("a", "/dev/zero")])
