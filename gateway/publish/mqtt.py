@@ -131,11 +131,13 @@ class MqttLink:
         """True between a successful CONNACK and the disconnect (set from paho's thread)."""
         self.generation = 0
         self.last_progress = monotonic()
-        """Monotonic time of the network loop's last sign of life (any packet, any attempt)."""
+        """Monotonic time of our callbacks' last sign of life (see `progress_time`)."""
         self.callback_errors = 0
         self.restarts = 0
         self.fallbacks = 0
         self._client: mqtt.Client | None = None
+        self._props_key: tuple[tuple[str, str], ...] = ()
+        self._props: Properties | None = None
         self._stopping = False
         self._lock = threading.Lock()
 
@@ -170,7 +172,8 @@ class MqttLink:
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
-        client.on_log = self._on_log
+        client.on_pre_connect = self._on_pre_connect
+        # No on_log: paho would format every packet's log line (and its properties) for it.
         return client
 
     def _connect(self, client: mqtt.Client) -> None:
@@ -213,8 +216,8 @@ class MqttLink:
         with contextlib.suppress(Exception):
             self.events.put(CallbackFailed(where, f"{type(exc).__name__}: {exc}"))
 
-    def _on_log(self, client: Any, userdata: Any, level: int, buf: str) -> None:
-        """Every paho log line is a sign of network-loop progress."""
+    def _on_pre_connect(self, client: Any, userdata: Any) -> None:
+        """A connection attempt starts: the loop is alive even while the broker is away."""
         self.last_progress = self._monotonic()
 
     def _on_connect(
@@ -295,14 +298,30 @@ class MqttLink:
             return PublishResult(False, 0, int(MQTTErrorCode.MQTT_ERR_NO_CONN))
         props = None
         if user_properties and self.protocol == "5":
-            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-            props.UserProperty = user_properties
+            key = tuple(user_properties)
+            if key != self._props_key or self._props is None:
+                # Building paho Properties is slow; a telegram and its raw twin share theirs.
+                props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+                props.UserProperty = list(key)
+                self._props_key, self._props = key, props
+            props = self._props
         info = client.publish(topic, payload, qos=qos, retain=retain, properties=props)
         rc = info.rc
         accepted = rc == MQTTErrorCode.MQTT_ERR_SUCCESS or (
             rc == MQTTErrorCode.MQTT_ERR_NO_CONN and qos > 0
         )
         return PublishResult(accepted, info.mid, int(rc))
+
+    def progress_time(self) -> float:
+        """When paho's network loop last made progress: a callback, or a packet written.
+
+        paho writes a PINGREQ at least every keepalive seconds while connected, and calls
+        on_pre_connect / on_connect_fail on every attempt while not: a loop that stops doing
+        either is stuck. (`_last_msg_out` is paho's own monotonic time of its last write.)
+        """
+        client = self._client
+        written = getattr(client, "_last_msg_out", 0.0) if client is not None else 0.0
+        return max(self.last_progress, float(written or 0.0))
 
     def thread_alive(self) -> bool:
         """Is paho's network thread running?"""

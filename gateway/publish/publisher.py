@@ -100,7 +100,8 @@ class PublisherCounters:
     dropped_full: int = 0
     """Messages dropped, oldest first, because the spool was full."""
     commits: int = 0
-    commit_errors: int = 0
+    spool_errors: int = 0
+    """Failed spool commits or reads (the batch stays in memory and is retried)."""
     connects: int = 0
     disconnects: int = 0
     connect_refusals: int = 0
@@ -653,7 +654,7 @@ class Publisher:
             except SpoolError as exc:
                 with self._lock:
                     self._last_error = str(exc)
-                    self.counters.commit_errors += 1
+                    self.counters.spool_errors += 1
             except Exception as exc:  # the writer must not die: count, report, go on
                 with self._lock:
                     self._last_error = f"writer: {type(exc).__name__}: {exc}"
@@ -711,7 +712,7 @@ class Publisher:
             result = self._spool.commit(batch)
         except SpoolError as exc:
             with self._lock:
-                self.counters.commit_errors += 1
+                self.counters.spool_errors += 1
                 self._last_error = str(exc)
                 dead_ids = {d.id for d in self._dead}
                 restored = OrderedDict(
@@ -831,13 +832,19 @@ class Publisher:
                 counters=counters,
             )
 
+    @property
+    def liveness_max_age(self) -> float:
+        """A fair `max_age` for `liveness().ok()`: keepalive pings and reconnect backoff fit."""
+        m = self.settings.mqtt
+        return 2.0 * m.keepalive + m.reconnect_max_delay + 10.0
+
     def liveness(self) -> PublisherLiveness:
         """For the watchdog: paho's thread and the writer thread alive and progressing."""
         now = time.monotonic()
         worker = self._worker
         return PublisherLiveness(
             network_thread_alive=self._link.thread_alive(),
-            network_progress_age=max(0.0, now - self._link.last_progress),
+            network_progress_age=max(0.0, now - self._link.progress_time()),
             writer_alive=bool(worker is not None and worker.is_alive()),
             writer_progress_age=max(0.0, now - self._worker_beat),
             connected=self._link.connected,
