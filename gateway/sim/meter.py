@@ -68,6 +68,9 @@ class MeterStats:
     backlog: int
     unplugs: int
     last_plug_monotonic_ns: int | None
+    """When the current pty was opened (time.monotonic_ns)."""
+    last_unplug_monotonic_ns: int | None
+    """When the meter was last unplugged (its pty closed)."""
 
 
 class SimulatedMeter:
@@ -136,6 +139,7 @@ class SimulatedMeter:
         self._replug_at_ns: int | None = None
         self._unplugs = 0
         self._last_plug_ns: int | None = None
+        self._last_unplug_ns: int | None = None
         self.notify: Callable[[], None] = _nothing
         """Called after a fault or control request so the driving thread acts on it at once."""
 
@@ -229,6 +233,7 @@ class SimulatedMeter:
                 backlog=len(self._backlog),
                 unplugs=self._unplugs,
                 last_plug_monotonic_ns=self._last_plug_ns,
+                last_unplug_monotonic_ns=self._last_unplug_ns,
             )
 
     def sequence_of(self, raw: bytes) -> int | None:
@@ -286,6 +291,7 @@ class SimulatedMeter:
         if request is not None:
             self._unplug_request = None
             if self._master >= 0:
+                self._last_unplug_ns = time.monotonic_ns()
                 self.close()
                 self._unplugs += 1
             down_s = request[0]
@@ -298,7 +304,7 @@ class SimulatedMeter:
                 return self._replug_at_ns
         wake = self._emit_due(now_ns)
         self._pump(now_ns)
-        if self._backlog or self._noise_left:
+        if self.wants_write:
             if self.line_pacing:
                 return now_ns + 10_000_000 if wake is None else min(wake, now_ns + 10_000_000)
             return wake  # the rig polls the master for writability meanwhile
@@ -307,7 +313,9 @@ class SimulatedMeter:
     @property
     def wants_write(self) -> bool:
         """Whether the meter has bytes waiting for the pty to take them."""
-        return self._master >= 0 and bool(self._backlog or self._noise_left)
+        if self._master < 0:
+            return False
+        return bool(self._backlog or self._noise_left) or (self._line_mode and not self._paused)
 
     def _emit_due(self, now_ns: int) -> int | None:
         """Queue the telegrams due by now; return when the next is due."""
