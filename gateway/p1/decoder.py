@@ -35,7 +35,7 @@ METER_TIME_CODE = "0-0:1.0.0"
 MAX_CACHED_CODES = 2048
 
 #: The memo of decoded lines (per spec and zone) is emptied when it reaches this size.
-MAX_MEMO_LINES = 8192
+MAX_MEMO_LINES = 4096
 
 _CRC_DIGITS = re.compile(rb"[0-9A-Fa-f]{0,4}")
 _GROUPS = re.compile(r"(?:\([^()]*\))+")
@@ -241,11 +241,14 @@ def _decode_body(body: str, spec: str, zone: str) -> dict[str, DecodedObject]:
             iso, readable = convert(rest, zone)
             if readable:
                 obj = {"name": name, "value": iso, "unit": None}
-        if obj is None:
-            if not sep or "\n" in piece:  # not one regular line: blank lines, LF-only ends...
-                expected += _decode_text(piece + ")", spec, table, zone, objects) - 1
-                continue
-            obj = _decode_line(plan, piece + ")", zone)
+        if obj is not None:
+            objects[code] = obj
+            memo[piece] = (code, obj.copy(), False)
+            continue
+        if not sep or "\n" in piece:  # not one regular line: blank lines, LF-only ends...
+            expected += _decode_text(piece + ")", spec, table, zone, objects) - 1
+            continue
+        obj = _decode_line(plan, piece + ")", zone)
         nested = isinstance(obj["value"], list)
         objects[code] = obj
         memo[piece] = (code, _deep_copy(obj) if nested else obj.copy(), nested)
