@@ -34,7 +34,9 @@ METER_TIME_CODE = "0-0:1.0.0"
 #: A plan table holds at most this many codes; beyond it (noise) plans are not cached.
 MAX_CACHED_CODES = 2048
 
-#: The memo of decoded lines (per spec and zone) is emptied when it reaches this size.
+#: The memo of decoded lines (per spec and zone) holds two generations of at most this many
+#: lines each: when the young one is full it becomes the old one, and a line found in the old
+#: one moves back to the young one, so the lines that keep repeating stay.
 MAX_MEMO_LINES = 4096
 
 _CRC_DIGITS = re.compile(rb"[0-9A-Fa-f]{0,4}")
@@ -145,7 +147,7 @@ _Entry = tuple[int, str | None, bool, Plan]
 _Memo = tuple[str, DecodedObject, bool]
 
 _ENTRY_TABLES: dict[str, dict[str, _Entry]] = {}
-_MEMOS: dict[tuple[str, str], dict[str, _Memo]] = {}
+_MEMOS: dict[tuple[str, str], list[dict[str, _Memo]]] = {}  # [young, old]
 
 
 def clear_caches() -> None:
@@ -182,17 +184,22 @@ def _decode_body(body: str, spec: str, zone: str) -> dict[str, DecodedObject]:
     table = _ENTRY_TABLES.get(spec)
     if table is None:
         table = _ENTRY_TABLES.setdefault(spec, {})
-    memo = _MEMOS.get((spec, zone))
-    if memo is None:
-        memo = _MEMOS.setdefault((spec, zone), {})
+    generations = _MEMOS.get((spec, zone))
+    if generations is None:
+        generations = _MEMOS.setdefault((spec, zone), [{}, {}])
+    memo, old = generations
     if len(memo) >= MAX_MEMO_LINES:
-        memo.clear()
+        memo, old = generations[:] = [{}, memo]
     memo_get = memo.get
     table_get = table.get
     objects: dict[str, DecodedObject] = {}
     expected = len(pieces)
     for piece in pieces:
         hit = memo_get(piece)
+        if hit is None and old:
+            hit = old.get(piece)
+            if hit is not None:
+                memo[piece] = hit
         if hit is not None:
             code, template, nested = hit
             objects[code] = _deep_copy(template) if nested else template.copy()
