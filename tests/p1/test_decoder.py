@@ -468,3 +468,24 @@ def test_the_zone_is_part_of_what_a_line_decodes_to() -> None:
     raw = belgian("0-0:1.0.0(240115080000)")
     assert decode(raw, zone="Europe/Brussels")["0-0:1.0.0"]["value"].endswith("+01:00")
     assert decode(raw, zone="UTC")["0-0:1.0.0"]["value"].endswith("+00:00")
+
+
+def test_the_line_memo_stays_bounded_and_right(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a tiny memo, many changing telegrams still decode as with no memo at all."""
+    from gateway.p1 import decoder
+
+    monkeypatch.setattr(decoder, "MAX_MEMO_LINES", 8)
+    clear_caches()
+    for step in range(40):
+        raw = belgian(
+            "0-0:96.1.1(3153414733313030373231333236)",
+            f"0-0:1.0.0(2401151200{step:02d}W)",
+            f"1-0:1.7.0({step:02d}.123*kW)",
+            "1-0:1.8.1(000301.548*kWh)",
+        )
+        warm = decode(raw)
+        for young_and_old in decoder._MEMOS.values():
+            assert all(len(generation) <= 8 + 5 for generation in young_and_old)
+        clear_caches()
+        assert decode(raw) == warm
+        assert warm["1-0:1.7.0"]["value"] == Decimal(f"{step}.123")
