@@ -111,6 +111,8 @@ class PublisherCounters:
     paho_restarts: int = 0
     control_refused: int = 0
     stray_acks: int = 0
+    internal_errors: int = 0
+    """Unexpected exceptions caught in the writer or in submit (see last_error)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -323,24 +325,35 @@ class Publisher:
     ) -> SubmitOutcome:
         """Route, number, spool and (when possible) publish one decoded telegram. Never raises."""
         try:
-            body = pl.telegram_body(telegram)
-        except (pl.PayloadError, TypeError, ValueError) as exc:
-            return self._reject(variant, "telegram", telegram.raw, f"encode: {exc}")
-        return self._submit(
-            variant, _Prepared("telegram", telegram.raw, body), received_mono_ns, received_wall_ns
-        )
+            try:
+                body = pl.telegram_body(telegram)
+            except (pl.PayloadError, TypeError, ValueError) as exc:
+                return self._reject(variant, "telegram", telegram.raw, f"encode: {exc}")
+            item = _Prepared("telegram", telegram.raw, body)
+            return self._submit(variant, item, received_mono_ns, received_wall_ns)
+        except Exception as exc:
+            return self._internal_error("submit_telegram", exc)
 
     def submit_invalid(
         self, variant: str, raw: bytes, reason: str, received_mono_ns: int, received_wall_ns: int
     ) -> SubmitOutcome:
         """Route, number, spool and publish a frame with a bad CRC (or unreadable). Never raises."""
         try:
-            body = pl.invalid_body(bytes(raw), str(reason))
-        except (pl.PayloadError, TypeError, ValueError) as exc:
-            return self._reject(variant, "invalid", bytes(raw), f"encode: {exc}")
-        return self._submit(
-            variant, _Prepared("invalid", bytes(raw), body), received_mono_ns, received_wall_ns
-        )
+            try:
+                body = pl.invalid_body(bytes(raw), str(reason))
+            except (pl.PayloadError, TypeError, ValueError) as exc:
+                return self._reject(variant, "invalid", bytes(raw), f"encode: {exc}")
+            item = _Prepared("invalid", bytes(raw), body)
+            return self._submit(variant, item, received_mono_ns, received_wall_ns)
+        except Exception as exc:
+            return self._internal_error("submit_invalid", exc)
+
+    def _internal_error(self, where: str, exc: Exception) -> SubmitOutcome:
+        """A bug, not a bad telegram: count it, remember it, keep the reader loop alive."""
+        with self._lock:
+            self.counters.internal_errors += 1
+            self._last_error = f"{where}: {type(exc).__name__}: {exc}"
+        return SubmitOutcome.REJECTED
 
     def _submit(self, variant: str, item: _Prepared, mono: int, wall: int) -> SubmitOutcome:
         """Validate the variant, route the reception, emit what is routed."""
@@ -373,10 +386,10 @@ class Publisher:
         with self._lock:
             self.counters.submitted += 1
             self.counters.rejected_local += 1
-            self._dead.append(
+            self._add_dead_locked(
                 DeadLetter(
                     self._take_id_locked(),
-                    variant,
+                    str(variant),
                     None,
                     kind,
                     None,
@@ -487,7 +500,7 @@ class Publisher:
     def _dead_letter_locked(self, msg: SpoolMessage, reason: str, code: int | None) -> None:
         """Set a message aside: out of the queue, into the dead table at the next commit."""
         in_spool = self._pending.pop(msg.id, None) is None
-        self._dead.append(
+        self._add_dead_locked(
             DeadLetter(
                 msg.id,
                 msg.variant,
@@ -504,6 +517,18 @@ class Publisher:
         self._outstanding -= 1
         self._last_error = reason
         self._idle.notify_all()
+
+    def _add_dead_locked(self, letter: DeadLetter) -> None:
+        """Queue a dead letter for the next commit (bounded: keep the newest max_dead)."""
+        self._dead.append(letter)
+        excess = len(self._dead) - self.settings.spool.max_dead
+        if excess > 0:
+            # Still delete the spool rows of the letters not kept.
+            kept = self._dead[excess:]
+            for gone in self._dead[:excess]:
+                if gone.in_spool:
+                    self._acked_ids.add(gone.id)
+            self._dead = kept
 
     def _next_unsent_locked(self) -> SpoolMessage | None:
         """The oldest message not yet handed to paho: from the spool first, then the batch."""
@@ -649,24 +674,28 @@ class Publisher:
                     batch.append(self._events.get_nowait())
             except queue.Empty:
                 pass
-            try:
-                self._tick(batch)
-            except SpoolError as exc:
-                with self._lock:
-                    self._last_error = str(exc)
-                    self.counters.spool_errors += 1
-            except Exception as exc:  # the writer must not die: count, report, go on
-                with self._lock:
-                    self._last_error = f"writer: {type(exc).__name__}: {exc}"
-            now = time.monotonic()
+            self._guarded(self._tick, batch)
             if self._stop_worker:
-                self._commit()
+                self._guarded(self._commit)
                 return
-            if now >= next_commit or self._commit_requested:
-                self._commit()
+            if time.monotonic() >= next_commit or self._commit_requested:
+                self._guarded(self._commit)
                 next_commit = time.monotonic() + interval
             if self._running:
-                self._link.revive()
+                self._guarded(self._link.revive)
+
+    def _guarded(self, step: Callable[..., object], *args: Any) -> None:
+        """Run one writer step; the writer must not die: count, remember, go on."""
+        try:
+            step(*args)
+        except SpoolError as exc:
+            with self._lock:
+                self._last_error = str(exc)
+                self.counters.spool_errors += 1
+        except Exception as exc:
+            with self._lock:
+                self._last_error = f"writer: {type(exc).__name__}: {exc}"
+                self.counters.internal_errors += 1
 
     def _tick(self, batch: list[Any]) -> None:
         """Handle queued events, release held receptions, refill the window."""

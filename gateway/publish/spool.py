@@ -8,6 +8,8 @@ Every method raises `gateway.errors.SpoolError` for any SQLite failure.
 
 from __future__ import annotations
 
+import fcntl
+import os
 import sqlite3
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
@@ -103,6 +105,7 @@ class Spool:
         self.max_bytes = max_bytes
         self.max_dead = max_dead
         self._db: sqlite3.Connection | None = None
+        self._lock_fd: int | None = None
         self.count = 0
         """Messages in the spool (committed)."""
         self.bytes = 0
@@ -112,10 +115,22 @@ class Spool:
 
     # --- life cycle --------------------------------------------------------------------
 
+    def _lock(self) -> None:
+        """Hold an exclusive lock on `<spool>.lock`: one process per spool, or seqs could repeat."""
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise SpoolError(f"{self.path}: in use by another process (lock {lock_path})") from None
+        self._lock_fd = fd
+
     def open(self) -> Spool:
         """Open (creating the folder and schema if needed) and read the totals."""
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._lock()
             db = sqlite3.connect(
                 self.path, isolation_level=None, check_same_thread=False, timeout=10.0
             )
@@ -138,12 +153,12 @@ class Spool:
                     " coalesce((SELECT max(id) FROM dead), 0))"
                 ).fetchone()[0]
             )
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             self.close()
             raise SpoolError(f"{self.path}: cannot open the spool: {exc}") from exc
-        except OSError as exc:
+        except SpoolError:
             self.close()
-            raise SpoolError(f"{self.path}: cannot open the spool: {exc}") from exc
+            raise
         return self
 
     def close(self) -> None:
@@ -152,6 +167,10 @@ class Spool:
             with suppress(sqlite3.Error):
                 self._db.close()
             self._db = None
+        if self._lock_fd is not None:
+            with suppress(OSError):
+                os.close(self._lock_fd)
+            self._lock_fd = None
 
     @property
     def db(self) -> sqlite3.Connection:

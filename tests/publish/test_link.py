@@ -270,3 +270,20 @@ def test_tls_with_the_configured_ca_and_a_refusal_with_another(tmp_path: Path) -
             good.stop(timeout=2)
             bad.stop(timeout=2)
             tester.stop()
+
+
+def test_submit_never_raises_even_on_a_bug(spool_dir: Path) -> None:
+    """Garbage from the reader thread is counted and refused, not raised; later ones flow."""
+    pub = Publisher(settings(spool_dir, None, port=free_port()), all_day("acme"))
+    pub.start()
+    try:
+        assert pub.submit_telegram("v5", object(), 0, time.time_ns()) is SubmitOutcome.REJECTED
+        assert pub.submit_invalid("v5", None, "x", 0, time.time_ns()) is SubmitOutcome.REJECTED
+        assert (
+            pub.submit_telegram("v5", make_telegram(1), 0, time.time_ns()) is SubmitOutcome.ROUTED
+        )
+        st = pub.status()
+        assert st.counters.internal_errors + st.counters.rejected_local == 2
+        assert st.last_error and pub.liveness().writer_alive
+    finally:
+        pub.stop(timeout=1)

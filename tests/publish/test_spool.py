@@ -98,3 +98,13 @@ def test_external_reader_sees_committed_rows(tmp_path: Path) -> None:
     assert other.execute("SELECT count(*) FROM spool").fetchone()[0] == 2
     other.close()
     s.close()
+
+
+def test_one_process_per_spool(tmp_path: Path) -> None:
+    """A second opener of the same spool is refused (it could hand out the same seqs)."""
+    path = tmp_path / "s.sqlite3"
+    first = Spool(path, max_bytes=10**6).open()
+    with pytest.raises(SpoolError, match="in use"):
+        Spool(path, max_bytes=10**6).open()
+    first.close()
+    Spool(path, max_bytes=10**6).open().close()
