@@ -287,3 +287,25 @@ def test_submit_never_raises_even_on_a_bug(spool_dir: Path) -> None:
         assert st.last_error and pub.liveness().writer_alive
     finally:
         pub.stop(timeout=1)
+
+
+def test_a_spooled_nul_topic_is_quarantined_not_resent_forever(
+    broker, probe, publisher, spool_dir: Path
+) -> None:
+    """A NUL in a topic would make mosquitto drop us on every resend: it is set aside instead."""
+    from gateway.publish.spool import CommitBatch, Spool, SpoolMessage
+
+    spool = Spool(spool_dir / "spool.sqlite3", max_bytes=10**6).open()
+    bad = SpoolMessage(1, "v5", 1, "telegram", "p1/rig-a/slot/acme/v5\x00/telegram", b"{}", 1, 0)
+    spool.commit(CommitBatch(inserts=[bad], reservations={"v5": 1}))
+    spool.close()
+    tester = probe("acme", ["p1/rig-a/slot/acme/#"])
+    pub = publisher(settings(spool_dir, broker), all_day("acme"))
+    for n in range(5):
+        pub.submit_telegram("v5", make_telegram(n), 0, time.time_ns())
+    assert pub.flush(15), pub.status()
+    assert tester.wait_for(lambda ms: len(telegrams(ms)) == 5, 10)
+    st = pub.status()
+    assert st.counters.rejected_local == 1 and st.counters.disconnects == 0
+    assert st.counters.connects == 1
+    assert [counter_of(g.payload) for g in telegrams(tester.snapshot())] == list(range(5))
