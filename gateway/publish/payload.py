@@ -15,13 +15,14 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from gateway.errors import PublishError
 from gateway.p1.telegram import Telegram
 
 _encode_str = json.encoder.encode_basestring
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-class PayloadError(ValueError):
+class PayloadError(PublishError, ValueError):
     """A value the exact encoder refuses (float, NaN, non-str key, unknown type...)."""
 
 
@@ -151,9 +152,24 @@ def catalogue_payload(rig: str, variants: Sequence[Mapping[str, Any]]) -> bytes:
     return encode_json_bytes({"rig": rig, "variants": list(variants)})
 
 
+def _measured(value: Any) -> Any:
+    """The gateway's own measurements (jitter, ages) as exact JSON: floats via their repr."""
+    if isinstance(value, float):
+        return Decimal(repr(value)) if value == value and abs(value) != float("inf") else None
+    if isinstance(value, Mapping):
+        return {k: _measured(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_measured(v) for v in value]
+    return value
+
+
 def health_payload(rig: str, variant: str, health: Mapping[str, Any]) -> bytes:
-    """A port's retained health: {"rig", "variant", ...health}; refuses holder/slot keys."""
+    """A port's retained health: {"rig", "variant", ...health}; refuses holder/slot keys.
+
+    Health holds the gateway's own measurements (floats such as jitter), not meter values:
+    those are written with their shortest repr, non-finite ones as null.
+    """
     leaked = _HOLDER_KEYS.intersection(health)
     if leaked:
         raise PayloadError(f"port health must not name holders: {sorted(leaked)}")
-    return encode_json_bytes({"rig": rig, "variant": variant, **health})
+    return encode_json_bytes({"rig": rig, "variant": variant, **_measured(health)})
