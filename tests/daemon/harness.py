@@ -1,0 +1,235 @@
+"""A whole gateway for tests: a real mosquitto, a virtual rig on ptys, the daemon as a process.
+
+The daemon runs as `python -m gateway run` with NOTIFY_SOCKET pointing at a datagram socket
+this harness binds (systemd's side of sd_notify), so tests see exactly what systemd would.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from gateway.sim.catalogue import MeterModel, catalogue
+from gateway.sim.rig import VirtualRig
+from tests.support.mosquitto import MosquittoBroker, MqttProbe, wait_until
+
+RIG_ID = "rig-a"
+PASSWORDS = {"rig-a": "rig-secret", "acme": "acme-secret", "beta": "beta-secret"}
+
+
+class NotifySocket:
+    """systemd's end of sd_notify: a bound datagram socket collecting every message."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.settimeout(0.2)
+        self.messages: list[tuple[float, dict[str, str]]] = []
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        """Collect datagrams until closed."""
+        while not self._stop:
+            try:
+                data = self.sock.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            fields = dict(line.split("=", 1) for line in data.decode().splitlines() if "=" in line)
+            self.messages.append((time.monotonic(), fields))
+
+    def having(self, key: str, value: str | None = None) -> list[dict[str, str]]:
+        """The messages that set `key` (to `value`, when given)."""
+        return [
+            m for _, m in list(self.messages) if key in m and (value is None or m[key] == value)
+        ]
+
+    def close(self) -> None:
+        """Stop collecting."""
+        self._stop = True
+        self._thread.join(2)
+        self.sock.close()
+
+
+class GatewayHarness:
+    """Broker + virtual rig + daemon process + a notify socket + a tester probe."""
+
+    def __init__(
+        self,
+        models: Iterable[MeterModel] | None = None,
+        *,
+        watchdog_usec: int | None = 1_000_000,
+        slots: list[tuple[str, datetime, datetime]] | None = None,
+    ) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="p1gw-daemon-"))
+        cat = catalogue()
+        self.models = list(models or (cat["fluvius-t211"], cat["iskra-am550-dsmr50"]))
+        now = datetime.now(UTC)
+        self.slots = slots or [("acme", now - timedelta(hours=1), now + timedelta(hours=2))]
+        self.watchdog_usec = watchdog_usec
+        self.broker = MosquittoBroker(PASSWORDS, rigs=[RIG_ID])
+        self.rig = VirtualRig(self.models, link_dir=self.dir / "ports")
+        self.notify: NotifySocket | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.config = self.dir / "gateway.toml"
+        self.variants_file = self.dir / "variants.toml"
+        self.slots_file = self.dir / "slots.toml"
+        self.status_file = self.dir / "run" / "status.json"
+        self.log_file = self.dir / "gateway.log"
+
+    # --- set-up -------------------------------------------------------------------------------
+
+    def write_config(self) -> None:
+        """The gateway's three config files, pointing at this harness's broker and rig."""
+        (self.dir / "mqtt.pass").write_text(PASSWORDS[RIG_ID] + "\n")
+        self.config.write_text(
+            f"""
+variants_file = "variants.toml"
+slots_file = "slots.toml"
+
+[rig]
+id = "{RIG_ID}"
+
+[mqtt]
+host = "127.0.0.1"
+port = {self.broker.port}
+username = "{RIG_ID}"
+password_file = "mqtt.pass"
+
+[spool]
+dir = "spool"
+batch_interval = 0.2
+
+[clock]
+require_sync = false
+
+[status]
+file = "run/status.json"
+interval = 0.5
+
+[log]
+format = "json"
+level = "debug"
+"""
+        )
+        self.variants_file.write_text(self.rig.variants_toml())
+        self.write_slots(self.slots)
+
+    def write_slots(self, slots: list[tuple[str, datetime, datetime]]) -> None:
+        """Rewrite the slots file."""
+        text = ""
+        for holder, start, end in slots:
+            text += (
+                f'[[slot]]\nholder = "{holder}"\nstart = {start.isoformat()}\n'
+                f"end = {end.isoformat()}\n\n"
+            )
+        self.slots_file.write_text(text)
+
+    def start(self) -> GatewayHarness:
+        """Start broker, rig and daemon; return once the daemon said READY=1."""
+        self.broker.start()
+        self.rig.start()
+        self.write_config()
+        self.notify = NotifySocket(self.dir / "notify.sock")
+        self.start_daemon()
+        return self
+
+    def start_daemon(self) -> None:
+        """Start (or restart) the daemon process and wait for READY=1."""
+        assert self.notify is not None
+        env = {k: v for k, v in os.environ.items() if not k.startswith("P1GW_")}
+        env["NOTIFY_SOCKET"] = str(self.notify.path)
+        env.pop("JOURNAL_STREAM", None)
+        if self.watchdog_usec:
+            env["WATCHDOG_USEC"] = str(self.watchdog_usec)
+        else:
+            env.pop("WATCHDOG_USEC", None)
+        readies = len(self.notify.having("READY", "1"))
+        with self.log_file.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "gateway", "run", "--config", str(self.config)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+            )
+        ok = wait_until(
+            lambda: len(self.notify.having("READY", "1")) > readies or self.proc.poll() is not None,
+            30,
+        )
+        if not ok or self.proc.poll() is not None:
+            raise RuntimeError(f"daemon did not become ready:\n{self.log()}")
+
+    # --- use ----------------------------------------------------------------------------------
+
+    def probe(self, user: str, topics: list[str], **kw: Any) -> MqttProbe:
+        """A started tester client."""
+        return MqttProbe(self.broker, user, PASSWORDS[user], topics, **kw).start()
+
+    def signal(self, sig: int) -> None:
+        """Send a real signal to the daemon."""
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def stop_daemon(self, timeout: float = 10.0) -> tuple[int, float]:
+        """SIGTERM the daemon; return its exit code and how long it took to exit."""
+        assert self.proc is not None
+        start = time.monotonic()
+        self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(timeout)
+        return code, time.monotonic() - start
+
+    def status(self) -> dict[str, Any]:
+        """The daemon's status file."""
+        return dict(json.loads(self.status_file.read_text()))
+
+    def log(self) -> str:
+        """The daemon's output so far."""
+        try:
+            return self.log_file.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def log_events(self) -> list[dict[str, Any]]:
+        """The daemon's JSON log lines, parsed."""
+        out = []
+        for line in self.log().splitlines():
+            with contextlib.suppress(ValueError):
+                out.append(json.loads(line))
+        return out
+
+    def close(self) -> None:
+        """Stop everything and remove the folder."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self.rig.stop()
+        self.broker.close()
+        if self.notify is not None:
+            self.notify.close()
+
+    def __enter__(self) -> GatewayHarness:
+        try:
+            return self.start()
+        except BaseException:
+            self.close()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
