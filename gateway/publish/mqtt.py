@@ -33,6 +33,22 @@ UNSUPPORTED_PROTOCOL_VERSION = 0x84
 #: Extra room in paho's own in-flight and queue bounds for retained control messages.
 CONTROL_SLACK = 16
 
+#: paho's socket connect timeout (its default), part of the liveness budget while away.
+CONNECT_TIMEOUT_S = 5.0
+#: While connected paho's loop iterates at least once a second; allow for stalls.
+CONNECTED_BUDGET_S = 10.0
+
+
+class _Client(mqtt.Client):
+    """paho's client, noting each network-loop iteration (`_loop` ends in `loop_misc`)."""
+
+    loop_progress: float = 0.0
+
+    def loop_misc(self) -> MQTTErrorCode:
+        """Record that the loop iterated, then do paho's work."""
+        self.loop_progress = time.monotonic()
+        return super().loop_misc()
+
 
 @dataclass(frozen=True, slots=True)
 class Connected:
@@ -135,7 +151,7 @@ class MqttLink:
         self.callback_errors = 0
         self.restarts = 0
         self.fallbacks = 0
-        self._client: mqtt.Client | None = None
+        self._client: _Client | None = None
         self._props_key: tuple[tuple[str, str], ...] = ()
         self._props: Properties | None = None
         self._stopping = False
@@ -143,11 +159,11 @@ class MqttLink:
 
     # --- set-up ------------------------------------------------------------------------
 
-    def _build(self) -> mqtt.Client:
+    def _build(self) -> _Client:
         """A configured paho client (TLS, credentials, will, bounds, callbacks), not connected."""
         s = self.settings
         v5 = self.protocol == "5"
-        client = mqtt.Client(
+        client = _Client(
             CallbackAPIVersion.VERSION2,
             client_id=self.client_id,
             protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
@@ -176,7 +192,7 @@ class MqttLink:
         # No on_log: paho would format every packet's log line (and its properties) for it.
         return client
 
-    def _connect(self, client: mqtt.Client) -> None:
+    def _connect(self, client: _Client) -> None:
         """connect_async + loop_start."""
         s = self.settings
         try:
@@ -313,15 +329,20 @@ class MqttLink:
         return PublishResult(accepted, info.mid, int(rc))
 
     def progress_time(self) -> float:
-        """When paho's network loop last made progress: a callback, or a packet written.
+        """When paho's network loop last made progress (monotonic seconds).
 
-        paho writes a PINGREQ at least every keepalive seconds while connected, and calls
-        on_pre_connect / on_connect_fail on every attempt while not: a loop that stops doing
-        either is stuck. (`_last_msg_out` is paho's own monotonic time of its last write.)
+        While connected the loop iterates at least once a second (`loop_misc`); while not,
+        it sleeps out its reconnect backoff and calls on_pre_connect on every attempt.
         """
         client = self._client
-        written = getattr(client, "_last_msg_out", 0.0) if client is not None else 0.0
-        return max(self.last_progress, float(written or 0.0))
+        looped = client.loop_progress if client is not None else 0.0
+        return max(self.last_progress, looped)
+
+    def progress_budget(self) -> float:
+        """How old `progress_time` may get before the loop counts as stuck, in this state."""
+        if self.connected:
+            return CONNECTED_BUDGET_S
+        return float(self.settings.reconnect_max_delay) + CONNECT_TIMEOUT_S + 10.0
 
     def thread_alive(self) -> bool:
         """Is paho's network thread running?"""

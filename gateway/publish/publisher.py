@@ -135,23 +135,33 @@ class PublisherStatus:
     counters: PublisherCounters
 
 
+#: How long a spool commit may take before the writer counts as stuck (slow SD cards).
+WRITER_BUDGET_S = 30.0
+
+
 @dataclass(frozen=True, slots=True)
 class PublisherLiveness:
     """For the watchdog: is paho's thread alive and progressing, is the writer looping?"""
 
     network_thread_alive: bool
     network_progress_age: float
+    network_budget: float
+    """How old network progress may be in the current state (connected: 10 s; away: the
+    reconnect backoff plus the connect timeout, 30 s by default)."""
     writer_alive: bool
     writer_progress_age: float
+    writer_budget: float
     connected: bool
 
-    def ok(self, max_age: float) -> bool:
-        """True when both threads live and made progress within `max_age` seconds."""
+    def ok(self, max_age: float | None = None) -> bool:
+        """True when both threads live and progress: within their budgets, or `max_age` s."""
+        net = self.network_budget if max_age is None else max_age
+        writer = self.writer_budget if max_age is None else max_age
         return (
             self.network_thread_alive
             and self.writer_alive
-            and self.network_progress_age <= max_age
-            and self.writer_progress_age <= max_age
+            and self.network_progress_age <= net
+            and self.writer_progress_age <= writer
         )
 
 
@@ -863,9 +873,9 @@ class Publisher:
 
     @property
     def liveness_max_age(self) -> float:
-        """A fair `max_age` for `liveness().ok()`: keepalive pings and reconnect backoff fit."""
+        """The longest any liveness budget can be (for sizing the systemd watchdog)."""
         m = self.settings.mqtt
-        return 2.0 * m.keepalive + m.reconnect_max_delay + 10.0
+        return max(WRITER_BUDGET_S, m.reconnect_max_delay + 15.0)
 
     def liveness(self) -> PublisherLiveness:
         """For the watchdog: paho's thread and the writer thread alive and progressing."""
@@ -874,8 +884,10 @@ class Publisher:
         return PublisherLiveness(
             network_thread_alive=self._link.thread_alive(),
             network_progress_age=max(0.0, now - self._link.progress_time()),
+            network_budget=self._link.progress_budget(),
             writer_alive=bool(worker is not None and worker.is_alive()),
             writer_progress_age=max(0.0, now - self._worker_beat),
+            writer_budget=WRITER_BUDGET_S,
             connected=self._link.connected,
         )
 

@@ -87,6 +87,7 @@ def settings(
     require_sync: bool = False,
     port: int | None = None,
     protocol: str = "5",
+    keepalive: int = 30,
     **spool: Any,
 ) -> PublisherSettings:
     """Publisher settings against `broker` (or a closed port) with a spool in `spool_dir`."""
@@ -101,6 +102,7 @@ def settings(
             reconnect_min_delay=1,
             reconnect_max_delay=2,
             protocol=protocol,
+            keepalive=keepalive,
         ),
         spool=SpoolSettings(dir=spool_dir, batch_interval=batch_interval, **spool),
         require_sync=require_sync,

@@ -141,13 +141,13 @@ def test_a_dead_paho_thread_is_restarted(broker, probe, publisher, spool_dir: Pa
     tester = probe("acme", ["p1/rig-a/slot/acme/#"])
     pub = publisher(settings(spool_dir, broker), all_day("acme"))
     assert wait_until(lambda: pub.status().connected, 10)
-    assert pub.liveness().ok(max_age=60)
+    assert pub.liveness().ok()
     pub.link._client.loop_stop()  # what an exception escaping into paho's thread does
     assert wait_until(lambda: pub.status().counters.paho_restarts == 1, 10)
     assert wait_until(lambda: pub.liveness().network_thread_alive, 5)
     pub.submit_telegram("v5", make_telegram(1), time.monotonic_ns(), time.time_ns())
     assert tester.wait_for(lambda ms: len(telegrams(ms)) == 1, 15)
-    assert pub.liveness().ok(max_age=60)
+    assert pub.liveness().ok()
 
 
 def test_clean_stop_publishes_offline_status(broker, probe, spool_dir: Path) -> None:
@@ -309,3 +309,23 @@ def test_a_spooled_nul_topic_is_quarantined_not_resent_forever(
     assert st.counters.rejected_local == 1 and st.counters.disconnects == 0
     assert st.counters.connects == 1
     assert [counter_of(g.payload) for g in telegrams(tester.snapshot())] == list(range(5))
+
+
+def test_liveness_holds_while_idle_and_while_the_broker_is_away(broker, publisher, spool_dir):
+    """Nothing to publish (outside every slot) or no broker: still live, within budget."""
+    pub = publisher(settings(spool_dir, broker, keepalive=60), all_day("acme"))
+    assert wait_until(lambda: pub.status().connected, 10)
+    ages = []
+    for _ in range(30):  # 3 s connected with nothing to send; keepalive is 60 s
+        live = pub.liveness()
+        assert live.ok(), live
+        ages.append(live.network_progress_age)
+        time.sleep(0.1)
+    assert max(ages) < live.network_budget <= 10
+    broker.terminate()
+    assert wait_until(lambda: not pub.status().connected, 10)
+    for _ in range(40):  # 4 s of reconnect attempts and backoff
+        live = pub.liveness()
+        assert live.ok(), live
+        time.sleep(0.1)
+    assert live.network_budget > 10 and pub.liveness_max_age >= live.network_budget
