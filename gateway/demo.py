@@ -1,0 +1,205 @@
+"""The newcomer's demo: a virtual rig, a private broker, the gateway, and a tester's view.
+
+`./scripts/demo` runs this after the set-up. Everything lives in a temporary folder and on
+free loopback ports; nothing touches the machine's own broker or serial ports. The gateway
+runs as the real daemon (`python -m gateway run`), reading every simulated meter through its
+pseudo-terminal; the tester subscribes with its own credentials to its slot's topics and
+prints each decoded telegram until Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from gateway.devkit.mosquitto import MosquittoBroker, MqttProbe, Received
+from gateway.sim.catalogue import DEFAULT_RIG
+from gateway.sim.rig import VirtualRig
+
+RIG = "demo-rig"
+TESTER = "demo-tester"
+PASSWORDS = {RIG: "rig-secret", TESTER: "tester-secret"}
+
+#: The readings the demo prints of each telegram, when present (OBIS code: short label).
+HIGHLIGHTS = {
+    "1-0:1.8.1": "T1",
+    "1-0:1.8.2": "T2",
+    "1-0:1.8.0": "total",
+    "1-0:1.7.0": "P+",
+    "1-0:2.7.0": "P-",
+    "1-0:32.7.0": "U1",
+}
+
+
+def config_text(broker_port: int) -> str:
+    """The gateway's main config for the demo."""
+    return f"""\
+# p1-gateway demo configuration (written by scripts/demo)
+variants_file = "variants.toml"
+slots_file = "slots.toml"
+
+[rig]
+id = "{RIG}"
+
+[mqtt]
+host = "127.0.0.1"
+port = {broker_port}
+username = "{RIG}"
+password_file = "mqtt.pass"
+
+[spool]
+dir = "spool"
+
+[clock]
+# A fresh machine or container may have no synchronised clock; a rig should keep this true.
+require_sync = false
+
+[status]
+file = "status.json"
+
+[log]
+format = "console"
+"""
+
+
+def slots_text(now: datetime) -> str:
+    """One slot, held by the demo tester, around now."""
+    start = (now - timedelta(hours=1)).replace(microsecond=0)
+    end = (now + timedelta(hours=22)).replace(microsecond=0)
+    return f'[[slot]]\nholder = "{TESTER}"\nstart = {start.isoformat()}\nend = {end.isoformat()}\n'
+
+
+def summarise(payload: Mapping[str, Any]) -> str:
+    """One line for a decoded telegram: variant, seq, meter time and a few readings."""
+    objects: Mapping[str, Mapping[str, Any]] = payload.get("objects", {})
+    parts = []
+    for code, label in HIGHLIGHTS.items():
+        obj = objects.get(code)
+        if obj is not None and obj.get("value") is not None:
+            unit = obj.get("unit") or ""
+            parts.append(f"{label}={obj['value']}{unit and ' ' + unit}")
+    meter_time = payload.get("meter_time") or "-"
+    return (
+        f"{payload.get('variant', '?'):<24} seq {payload.get('seq', '?'):>5}  "
+        f"meter {meter_time:<25} {len(objects):>2} objects  " + "  ".join(parts)
+    )
+
+
+class TesterView:
+    """Prints each telegram the tester receives on its slot's topics."""
+
+    def __init__(self, write: Callable[[str], None]) -> None:
+        self.write = write
+        self.count = 0
+        self._seen = 0
+        self._lock = threading.Lock()
+
+    def drain(self, probe: MqttProbe) -> None:
+        """Print what arrived since the last call."""
+        messages: list[Received] = probe.snapshot()
+        with self._lock:
+            fresh, self._seen = messages[self._seen :], len(messages)
+        for msg in fresh:
+            if not msg.topic.endswith("/telegram"):
+                continue
+            self.count += 1
+            try:
+                self.write(summarise(json.loads(msg.payload)))
+            except ValueError:
+                self.write(f"{msg.topic}: undecodable payload")
+
+
+def run_demo(seconds: float | None, keep: bool, out: Callable[[str], None] = print) -> int:
+    """Run the whole demo; until Ctrl-C, or for `seconds` when given. Exit code."""
+    base = Path(tempfile.mkdtemp(prefix="p1-gateway-demo-"))
+    stop = threading.Event()
+
+    def on_signal(_signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    broker = MosquittoBroker(PASSWORDS, rigs=[RIG])
+    rig = VirtualRig(DEFAULT_RIG, link_dir=base / "ports")
+    daemon: subprocess.Popen[bytes] | None = None
+    probe: MqttProbe | None = None
+    try:
+        out(f"demo: working folder {base}")
+        broker.start()
+        out(f"demo: private mosquitto on 127.0.0.1:{broker.port} (config {broker.conf})")
+        rig.start()
+        out(f"demo: virtual rig with {len(rig.meters)} meters on pseudo-terminals in {base}/ports")
+        (base / "mqtt.pass").write_text(PASSWORDS[RIG] + "\n")
+        (base / "variants.toml").write_text(rig.variants_toml())
+        (base / "slots.toml").write_text(slots_text(datetime.now(UTC)))
+        config = base / "gateway.toml"
+        config.write_text(config_text(broker.port))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("P1GW_")}
+        log = (base / "gateway.log").open("ab")
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "run", "--config", str(config)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+        )
+        log.close()
+        out(f"demo: gateway running (pid {daemon.pid}, log {base}/gateway.log)")
+        out(f"demo: status table any time: p1-gateway status --config {config}")
+        topic = f"p1/{RIG}/slot/{TESTER}/#"
+        probe = MqttProbe(broker, TESTER, PASSWORDS[TESTER], [topic]).start()
+        out(f"demo: tester '{TESTER}' subscribed to {topic}; telegrams follow (Ctrl-C stops)\n")
+        view = TesterView(out)
+        deadline = None if seconds is None else time.monotonic() + seconds
+        while not stop.is_set():
+            if daemon.poll() is not None:
+                out(f"demo: the gateway exited with {daemon.returncode}; see {base}/gateway.log")
+                return 1
+            view.drain(probe)
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+            stop.wait(0.2)
+        view.drain(probe)
+        out(f"\ndemo: {view.count} telegrams shown; stopping")
+        return 0 if view.count else 1
+    finally:
+        if probe is not None:
+            probe.stop()
+        if daemon is not None and daemon.poll() is None:
+            daemon.send_signal(signal.SIGTERM)
+            try:
+                daemon.wait(10)
+            except subprocess.TimeoutExpired:
+                daemon.kill()
+        rig.stop()
+        broker.close()
+        if keep:
+            out(f"demo: kept {base}")
+        else:
+            shutil.rmtree(base, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m gateway.demo [--seconds N] [--keep]`."""
+    parser = argparse.ArgumentParser(prog="scripts/demo", description=__doc__)
+    parser.add_argument("--seconds", type=float, help="stop after this long (default: Ctrl-C)")
+    parser.add_argument("--keep", action="store_true", help="keep the working folder")
+    args = parser.parse_args(argv)
+    return run_demo(args.seconds, args.keep)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
