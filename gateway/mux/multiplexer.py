@@ -44,7 +44,7 @@ from gateway.mux.events import (
     PortUp,
 )
 from gateway.mux.health import HealthState, PortHealth, PortHealthSnapshot
-from gateway.mux.ports import OpenPort, is_missing, open_port, poll_read
+from gateway.mux.ports import OpenPort, is_missing, open_port, poll_read, read_fd
 from gateway.mux.profile import PortConfig
 from gateway.p1 import Frame, Framer
 
@@ -343,16 +343,12 @@ class Multiplexer:
         if opened is None or opened.fd is None:
             return
         try:
-            data = os.read(opened.fd, self._read_size)
-        except BlockingIOError:
+            data = read_fd(opened.fd, self._read_size, port.config.variant, port.config.url)
+        except PortLostError as exc:
+            self._lose(port, str(exc))
             return
-        except OSError as exc:
-            self._lose(port, f"read failed: {exc.strerror or exc} (errno {exc.errno})")
-            return
-        if not data:
-            self._lose(port, "device disconnected (end of file on read)")
-            return
-        self._feed(port, data, self._mono(), self._wall())
+        if data:
+            self._feed(port, data, self._mono(), self._wall())
 
     def _feed(self, port: _Port, data: bytes, mono: int, wall: int) -> None:
         """Frame the bytes of one read, update health, and emit what they complete."""

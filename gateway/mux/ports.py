@@ -107,6 +107,26 @@ def _descriptor(port: Any) -> int | None:
     return fd if isinstance(fd, int) and fd >= 0 else None
 
 
+def read_fd(fd: int, size: int, variant: str, url: str) -> bytes:
+    """One non-blocking read, made after the selector reported readiness.
+
+    Returns the bytes (b'' only on EAGAIN); raises PortLostError when the port is gone. End of
+    file after readiness is a loss: a pty gives it when its master closes (the Linux answer to
+    an unplug), a socket when its peer closes. (A tty opened by pyserial with timeout=0 has
+    VMIN=0 and VTIME=0, so a read without readiness also returns 0 bytes: never call this
+    without it.)
+    """
+    try:
+        data = os.read(fd, size)
+    except (BlockingIOError, InterruptedError):
+        return b""
+    except OSError as exc:
+        raise PortLostError(f"read failed: {_describe(exc)}", variant=variant, port=url) from exc
+    if not data:
+        raise PortLostError("device disconnected (end of file on read)", variant=variant, port=url)
+    return data
+
+
 def poll_read(port: OpenPort, variant: str) -> bytes:
     """Read what a descriptor-less port has buffered, without waiting; PortLostError if dead."""
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import select
 import socket
 import threading
 import time
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from gateway import corpus
+from gateway.errors import PortLostError, PortOpenError
 from gateway.mux import (
     FrameReceived,
     HealthState,
@@ -24,6 +26,7 @@ from gateway.mux import (
     PortUp,
     open_port,
 )
+from gateway.mux.ports import is_missing, read_fd
 from gateway.sim import EVEN_PARITY
 from tests.mux.conftest import Recorder
 from tests.support.pty import PtyPair, open_fd_count, wait_until
@@ -255,3 +258,28 @@ def test_apply_refuses_a_variant_twice() -> None:
     mux = Multiplexer(lambda e: None)
     with pytest.raises(ValueError):
         mux.apply([PortConfig("a", "/dev/null"), PortConfig("a", "/dev/zero")])
+
+
+def test_pyserial_and_os_errors_become_gateway_port_errors() -> None:
+    """Opening a missing device or an unknown URL raises PortOpenError; reading a pty whose
+    master closed raises PortLostError."""
+    with pytest.raises(PortOpenError) as missing:
+        open_port(PortConfig("x", "/nonexistent/tty"))
+    assert missing.value.variant == "x" and missing.value.port == "/nonexistent/tty"
+    assert is_missing(missing.value)
+    with pytest.raises(PortOpenError) as scheme:
+        open_port(PortConfig("x", "nosuch://host"))
+    assert not is_missing(scheme.value)
+    pty = PtyPair()
+    port = open_port(PortConfig("x", pty.path))
+    try:
+        assert port.fd is not None
+        pty.write(b"/abc")
+        assert select.select([port.fd], [], [], 5)[0]
+        assert read_fd(port.fd, 4096, "x", pty.path) == b"/abc"
+        pty.close_master()
+        assert select.select([port.fd], [], [], 5)[0]  # a hang-up is readiness too
+        with pytest.raises(PortLostError):
+            read_fd(port.fd, 4096, "x", pty.path)
+    finally:
+        port.close()
