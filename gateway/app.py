@@ -224,7 +224,7 @@ class Gateway:
                 return
             try:
                 telegram = decode_telegram(
-                    frame.raw, variant.spec, zone=variant.zone or DEFAULT_ZONE
+                    frame.raw, variant.spec, zone=variant.zone or DEFAULT_ZONE, crc_verified=True
                 )
             except TelegramError as exc:
                 self.counters.undecodable += 1

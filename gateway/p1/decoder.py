@@ -58,20 +58,23 @@ def decode(raw: bytes, spec: str = AUTO, *, zone: str | None = None) -> dict[str
     return _decode(raw, spec, zone)[4]
 
 
-def decode_telegram(raw: bytes, spec: str = AUTO, *, zone: str | None = None) -> Telegram:
+def decode_telegram(
+    raw: bytes, spec: str = AUTO, *, zone: str | None = None, crc_verified: bool = False
+) -> Telegram:
     """Decode one whole telegram into a Telegram: bytes, spec used, header, meter time, objects.
 
-    The same rules and errors as `decode`.
+    The same rules and errors as `decode`. `crc_verified=True` says the caller's Framer has
+    already checked this frame's CRC (its `crc_ok` is not False), so it is not computed again.
     """
-    return Telegram(*_decode(raw, spec, zone))
+    return Telegram(*_decode(raw, spec, zone, crc_verified))
 
 
 def _decode(
-    raw: bytes, spec: str, zone: str | None
+    raw: bytes, spec: str, zone: str | None, crc_verified: bool = False
 ) -> tuple[bytes, str, str, str | None, dict[str, DecodedObject]]:
     """The pieces of a Telegram; every unexpected failure becomes a DecodeError."""
     try:
-        return _decode_checked(raw, spec, zone)
+        return _decode_checked(raw, spec, zone, crc_verified)
     except GatewayError:
         raise
     except Exception as exc:  # a bug: still honour the contract, but say what happened
@@ -79,7 +82,7 @@ def _decode(
 
 
 def _decode_checked(
-    raw: bytes, spec: str, zone: str | None
+    raw: bytes, spec: str, zone: str | None, crc_verified: bool = False
 ) -> tuple[bytes, str, str, str | None, dict[str, DecodedObject]]:
     """Locate the frame, check its CRC, pick the spec and decode the lines."""
     if not isinstance(raw, bytes):
@@ -95,7 +98,7 @@ def _decode_checked(
     start = raw.rfind(b"/", first, bang)  # the framer restarts on every '/'
     digits = _CRC_DIGITS.match(raw, bang + 1)
     given = digits.group() if digits else b""
-    if given:
+    if given and not crc_verified:
         computed = crc16(raw[start : bang + 1])
         if computed != int(given, 16):
             expected = given.decode("ascii")
