@@ -205,43 +205,38 @@ class Gateway:
     def consume(self, event: MuxEvent) -> None:
         """Handle one multiplexer event, in the reader thread: decode and submit telegrams."""
         if type(event) is FrameReceived:
-            frame = event.frame
-            variant = self._specs.get(event.variant)
-            if variant is None:  # removed by a reload while its bytes were in flight
-                return
-            if frame.crc_ok is False:
-                self.counters.invalid_crc += 1
-                reason = f"crc mismatch: sent {frame.crc_given}, computed {crc_hex(frame.body)}"
-                self.publisher.submit_invalid(
-                    event.variant,
-                    frame.raw,
-                    reason,
-                    event.received_monotonic_ns,
-                    event.received_wall_ns,
-                )
-                return
+            self._frame(event)
+        elif type(event) is FrameDropped:
+            self.counters.dropped_frames += 1
+        else:
+            self._port_event(event)
+
+    def _frame(self, event: FrameReceived) -> None:
+        """Decode a frame and submit it: as a telegram, or as invalid evidence for the tester."""
+        frame = event.frame
+        variant = self._specs.get(event.variant)
+        if variant is None:  # removed by a reload while its bytes were in flight
+            return
+        if frame.crc_ok is False:
+            self.counters.invalid_crc += 1
+            reason = f"crc mismatch: sent {frame.crc_given}, computed {crc_hex(frame.body)}"
+        else:
             try:
                 telegram = decode_telegram(
                     frame.raw, variant.spec, zone=variant.zone or DEFAULT_ZONE, crc_verified=True
                 )
             except TelegramError as exc:
                 self.counters.undecodable += 1
-                self.publisher.submit_invalid(
-                    event.variant,
-                    frame.raw,
-                    f"undecodable: {exc}",
-                    event.received_monotonic_ns,
-                    event.received_wall_ns,
+                reason = f"undecodable: {exc}"
+            else:
+                self.counters.telegrams += 1
+                self.publisher.submit_telegram(
+                    event.variant, telegram, event.received_monotonic_ns, event.received_wall_ns
                 )
                 return
-            self.counters.telegrams += 1
-            self.publisher.submit_telegram(
-                event.variant, telegram, event.received_monotonic_ns, event.received_wall_ns
-            )
-        elif type(event) is FrameDropped:
-            self.counters.dropped_frames += 1
-        else:
-            self._port_event(event)
+        self.publisher.submit_invalid(
+            event.variant, frame.raw, reason, event.received_monotonic_ns, event.received_wall_ns
+        )
 
     def _port_event(self, event: MuxEvent) -> None:
         """Log a port's state change and have its health published at once."""

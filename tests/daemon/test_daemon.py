@@ -138,3 +138,21 @@ def test_stop_signals_exit_zero(sig: int) -> None:
         assert h.proc is not None
         h.signal(sig)
         assert h.proc.wait(10) == 0, h.log()
+
+
+def test_bad_crc_frames_reach_the_holder_as_invalid_evidence() -> None:
+    """A frame with a bad CRC goes to the holder's invalid topic with its exact bytes."""
+    with GatewayHarness() as h:
+        acme = h.probe("acme", [f"p1/{RIG_ID}/slot/acme/#"])
+        variant = h.models[0].id
+        assert wait_until(lambda: len(telegrams_of(acme, "acme", variant)) >= 1, 30), h.log()
+        h.rig.meter(variant).corrupt_crc(2)
+        assert wait_until(lambda: len(telegrams_of(acme, "acme", variant, "invalid")) >= 2, 15)
+        for payload in telegrams_of(acme, "acme", variant, "invalid"):
+            data = json.loads(payload)
+            raw = data["raw"].encode("latin-1")
+            assert raw.startswith(b"/") and raw.endswith(b"\r\n")
+            assert data["reason"].startswith("crc mismatch")
+            assert data["variant"] == variant and isinstance(data["seq"], int)
+        assert wait_until(lambda: h.status()["gateway"]["invalid_crc"] >= 2, 5)
+        acme.stop()
