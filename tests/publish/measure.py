@@ -46,7 +46,8 @@ def main(argv: list[str]) -> int:
             client_id="acme-measure",
             persistent=True,
         ).start()
-        spool = Path(tempfile.mkdtemp(prefix="p1gw-measure-"))
+        spool_tmp = tempfile.TemporaryDirectory(prefix="p1gw-measure-")
+        spool = Path(spool_tmp.name)
         pub = Publisher(settings(spool, broker, batch_interval=1.0), all_day("acme"))
         pub.start()
         wait_until(lambda: pub.status().connected, 10)
@@ -65,6 +66,7 @@ def main(argv: list[str]) -> int:
         wait_until(lambda: len(tester.snapshot()) >= 4 * n, 30)
         pub.stop()
         tester.stop()
+        spool_tmp.cleanup()
         print(
             f"submit_telegram, broker connected ({n}): p50 {pct(live, 0.5):.0f} us, "
             f"p99 {pct(live, 0.99):.0f} us, max {max(live):.0f} us"
