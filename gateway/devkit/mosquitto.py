@@ -84,7 +84,11 @@ class MosquittoBroker:
         self.starts = 0
         self.tls_port: int | None = free_port(host) if tls else None
         self.ca_file = self.dir / "ca.crt"
-        self._render()
+        try:
+            self._render()
+        except BaseException:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            raise
 
     # --- set-up ------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -199,6 +200,11 @@ level = "debug"
         """The daemon's status file."""
         return dict(json.loads(self.status_file.read_text()))
 
+    def last_reload_ok(self) -> bool | None:
+        """Whether the daemon's last reload was applied (None: no reload yet)."""
+        last = self.status()["config"]["last_reload"]
+        return None if last is None else bool(last["ok"])
+
     def log(self) -> str:
         """The daemon's output so far."""
         try:
@@ -223,6 +229,7 @@ level = "debug"
         self.broker.close()
         if self.notify is not None:
             self.notify.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
 
     def __enter__(self) -> GatewayHarness:
         try:
