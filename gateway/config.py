@@ -25,7 +25,6 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    StringConstraints,
     TypeAdapter,
     ValidationError,
     model_validator,
@@ -33,18 +32,19 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from gateway.errors import ConfigError, ConfigProblem
+from gateway.identifiers import (
+    validate_holder,
+    validate_rig_id,
+    validate_topic_prefix,
+    validate_variant_id,
+)
 
 ENV_PREFIX = "P1GW_"
 
-#: The contract's identifier patterns: nothing that could break a topic or a file name.
-RIG_ID_PATTERN = r"^[a-z0-9][a-z0-9-]{0,31}$"
-VARIANT_ID_PATTERN = RIG_ID_PATTERN
-HOLDER_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
-TOPIC_PREFIX_PATTERN = r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$"
-
-RigId = Annotated[str, StringConstraints(pattern=RIG_ID_PATTERN)]
-VariantId = Annotated[str, StringConstraints(pattern=VARIANT_ID_PATTERN)]
-Holder = Annotated[str, StringConstraints(pattern=HOLDER_PATTERN)]
+RigId = Annotated[str, AfterValidator(validate_rig_id)]
+VariantId = Annotated[str, AfterValidator(validate_variant_id)]
+Holder = Annotated[str, AfterValidator(validate_holder)]
+TopicPrefix = Annotated[str, AfterValidator(validate_topic_prefix)]
 
 
 def _known_spec_names() -> frozenset[str]:
@@ -110,7 +110,7 @@ class MqttConfig(_Frozen):
     username: str | None = None
     password_file: Path | None = None
     tls_ca_file: Path | None = None
-    topic_prefix: str = Field(default="p1", pattern=TOPIC_PREFIX_PATTERN)
+    topic_prefix: TopicPrefix = "p1"
     qos: Literal[0, 1, 2] = 1
     client_id: str | None = None
     keepalive: int = Field(default=30, ge=5, le=3600)

@@ -7,15 +7,13 @@ and 3.0 meters talk 9600 baud 7E1, everything later 115200 baud 8N1; explicit se
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Literal
 
-from gateway.errors import IdentifierError
+from gateway.identifiers import validate_variant_id
 from gateway.p1 import DEFAULT_MAX_FRAME_SIZE
 
 #: Variant identifiers, as the contract writes them.
-VARIANT_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
 
 #: Specs whose meters talk 9600 baud 7E1 (DSMR 2.2 and 3.0).
 SEVEN_E_ONE_SPECS = frozenset({"V2_2", "V3"})
@@ -118,8 +116,7 @@ class PortConfig:
     profile: SerialProfile = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        if not VARIANT_ID.fullmatch(self.variant):
-            raise IdentifierError(f"variant id {self.variant!r} is not [a-z0-9][a-z0-9-]{{0,31}}")
+        validate_variant_id(self.variant)
         if not self.url:
             raise ValueError(f"variant {self.variant}: empty port")
         if self.request_line not in (None, "rts", "dtr"):
