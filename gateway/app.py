@@ -68,6 +68,9 @@ WATCH_INTERVAL_S = 1.0
 HEALTH_INTERVAL_S = 5.0
 #: The reader loop wakes at least every 0.1 s; this much silence means it is stuck.
 READER_STALL_S = 5.0
+#: How long the reader thread yields after a telegram while the publisher lags (see
+#: `Publisher.lagging`): at most ~1000 telegrams/s are then read, 30 times a 32-port rig's rate.
+READER_YIELD_S = 0.001
 #: Settings only a restart applies (the ports and slots are applied live).
 RESTART_SECTIONS = ("rig", "mqtt", "spool", "clock", "status")
 
@@ -206,6 +209,8 @@ class Gateway:
         """Handle one multiplexer event, in the reader thread: decode and submit telegrams."""
         if type(event) is FrameReceived:
             self._frame(event)
+            if self.publisher.lagging:
+                time.sleep(READER_YIELD_S)  # let the writer and paho's thread catch up
         elif type(event) is FrameDropped:
             self.counters.dropped_frames += 1
         else:

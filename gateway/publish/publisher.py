@@ -52,6 +52,8 @@ from gateway.publish.topics import (
 
 _READ_CHUNK = 256
 _WORKER_TICK = 0.25
+#: Unacknowledged messages from which a connected publisher counts as lagging its input.
+LAG_MESSAGES = 1000
 
 
 class SubmitOutcome(Enum):
@@ -870,6 +872,18 @@ class Publisher:
                 last_error=self._last_error,
                 counters=counters,
             )
+
+    @property
+    def lagging(self) -> bool:
+        """True while connected with LAG_MESSAGES or more messages unacknowledged: the input
+        outruns the broker link (a flood, or a spool draining after an outage).
+
+        The caller's thread (the daemon's reader) should then yield for a moment: under
+        CPython's GIL a reader that always has input otherwise starves the writer and paho's
+        thread, and publishing collapses while the backlog grows. Cheap, lock-free read.
+        While disconnected it is False: the spool takes the input, nothing is gained by waiting.
+        """
+        return self._ready and self._link.connected and self._outstanding >= LAG_MESSAGES
 
     @property
     def liveness_max_age(self) -> float:
