@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import math
 import os
+import random
 import signal
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -40,6 +42,22 @@ def tail_bound(rate: float = RATE_HZ, batch_s: float = BATCH_S) -> int:
     return math.ceil(rate * (batch_s + SLACK_S)) + 1
 
 
+def wait_commit(spool: Path, timeout: float = 15.0) -> float:
+    """Wait for the daemon's next group commit (its write to the SQLite WAL); when it was."""
+    wal = spool.with_name(spool.name + "-wal")
+
+    def signature() -> tuple[int, int] | None:
+        try:
+            st = wal.stat()
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_size)
+
+    before = signature()
+    assert wait_until(lambda: signature() != before, timeout, 0.002), "no commit seen"
+    return time.monotonic()
+
+
 def kill_cycles(cycles: int, backlog_s: float, *, meters: int = 3) -> dict[str, Any]:
     """Broker down, backlog, kill -9, restart; `cycles` times. Returns the figures."""
     with FaultHarness(models(meters), rate=RATE_HZ, batch_interval=BATCH_S) as h:
@@ -49,15 +67,22 @@ def kill_cycles(cycles: int, backlog_s: float, *, meters: int = 3) -> dict[str, 
         first = first_received(ledger, h.variants)
         excused: dict[str, set[int]] = {v: set() for v in h.variants}
         runs = []
-        for _ in range(cycles):
+        rng = random.Random(5)
+        for cycle in range(cycles):
             h.broker.terminate()
             assert wait_until(
                 lambda: h.safe_status().get("broker", {}).get("connected") is False, 15
             )
             time.sleep(backlog_s)  # the backlog builds up in the spool (scenario time)
+            # When to kill, relative to the spool's group commits: even cycles just before the
+            # next commit is due (the worst case), odd ones at a random moment.
+            committed_at = wait_commit(h.spool_path())
+            phase = 0.9 if cycle % 2 == 0 else rng.random()
+            time.sleep(max(0.0, committed_at + phase * BATCH_S - time.monotonic()))
             spooled_before = h.safe_status().get("broker", {}).get("spooled")
             before = {v: h.sent(v) for v in h.variants}
             os.kill(h.pid, signal.SIGKILL)
+            killed_at = time.monotonic()
             assert h.proc is not None and h.proc.wait(10) == -signal.SIGKILL
             after = {v: h.sent(v) for v in h.variants}
             rows = spooled_rows(h.spool_path())
@@ -95,6 +120,7 @@ def kill_cycles(cycles: int, backlog_s: float, *, meters: int = 3) -> dict[str, 
                 assert got.digest == hash(payload), f"{v} seq {seq} delivered with other bytes"
             runs.append(
                 {
+                    "killed_after_last_commit_s": round(killed_at - committed_at, 3),
                     "spooled_messages_at_kill": spooled_before,
                     "spooled_rows_after_kill": len(rows),
                     "committed_telegrams": sum(len(c) for c in committed.values()),
