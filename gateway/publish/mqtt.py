@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import queue
+import socket
 import ssl
 import threading
 import time
@@ -189,6 +190,7 @@ class MqttLink:
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         client.on_pre_connect = self._on_pre_connect
+        client.on_socket_open = self._on_socket_open
         # No on_log: paho would format every packet's log line (and its properties) for it.
         return client
 
@@ -231,6 +233,16 @@ class MqttLink:
         self.callback_errors += 1
         with contextlib.suppress(Exception):
             self.events.put(CallbackFailed(where, f"{type(exc).__name__}: {exc}"))
+
+    def _on_socket_open(self, client: Any, userdata: Any, sock: Any) -> None:
+        """The broker connection's socket exists: turn Nagle's algorithm off (TCP_NODELAY).
+
+        A telegram goes out as two PUBLISH packets back to back (decoded, raw). With Nagle on,
+        the second (or the next telegram's) waits for the TCP ACK of the first; when the
+        broker's own ACK is delayed (Linux: up to 40 ms), so is the telegram.
+        """
+        with contextlib.suppress(OSError, AttributeError):  # not a TCP socket: nothing to do
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def _on_pre_connect(self, client: Any, userdata: Any) -> None:
         """A connection attempt starts: the loop is alive even while the broker is away."""
