@@ -54,7 +54,7 @@ from gateway.publish import (
     SystemClockProbe,
 )
 from gateway.status import write_status_file
-from gateway.watch import FileWatcher
+from gateway.watch import FileWatcher, signatures
 
 log = structlog.get_logger("p1-gateway")
 
@@ -338,6 +338,7 @@ class Gateway:
         """Re-read the config; apply it as a diff, or refuse it whole and keep the old one."""
         self.notifier.reloading()
         self.counters.reloads += 1
+        before = signatures(self.cfg.watched_files)  # before reading: a later write is news
         try:
             new = load_config(self.cfg.path)
         except ConfigError as exc:
@@ -345,7 +346,7 @@ class Gateway:
             problems = [str(p) for p in exc.problems]
             self.last_reload = ReloadOutcome(_utc_now(), False, problems)
             log.error("config refused, still running the previous one", why=why, problems=problems)
-            self._watcher.rebase(self.cfg.watched_files)
+            self._watcher.rebase(self.cfg.watched_files, before)
             self.notifier.ready("config refused; running the previous one: " + problems[0])
             return False
         diff = diff_variants(self.cfg.variants, new.variants)
@@ -365,7 +366,7 @@ class Gateway:
             log.warning("these settings take effect at the next restart", sections=restart)
         old_files = self.cfg.watched_files
         self.cfg = new
-        self._watcher.rebase(set(old_files) | set(new.watched_files))
+        self._watcher.rebase(set(old_files) | set(new.watched_files), before)
         self.last_reload = ReloadOutcome(_utc_now(), True, restart_needed=restart)
         log.info(
             "config reloaded",

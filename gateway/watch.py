@@ -7,7 +7,7 @@ replaced file counts as changed even when its size and mtime happen to match.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +38,14 @@ class FileWatcher:
         """The files whose signature differs from the baseline (the baseline is not moved)."""
         return [p for p, sig in self._seen.items() if file_signature(p) != sig]
 
-    def rebase(self, paths: Iterable[Path]) -> None:
-        """Take the files' present state as the new baseline (after a reload attempt)."""
-        self._seen = {p: file_signature(p) for p in paths}
+    def rebase(self, paths: Iterable[Path], taken: Mapping[Path, Signature] | None = None) -> None:
+        """Make the files' state the new baseline: as `taken` (signatures read before the files
+        were), else as they are now. A write that lands between reading a file and rebasing
+        then still counts as a change, instead of being taken as already seen."""
+        taken = taken or {}
+        self._seen = {p: taken[p] if p in taken else file_signature(p) for p in paths}
+
+
+def signatures(paths: Iterable[Path]) -> dict[Path, Signature]:
+    """The present signatures of some files (take them before reading the files)."""
+    return {p: file_signature(p) for p in paths}

@@ -88,3 +88,28 @@ def test_catalogue_names_no_holder_and_resolves_the_serial_line(tmp_path: Path) 
         "description": None,
     }
     assert "9600" in entry["serial"]
+
+
+def test_a_write_during_a_reload_is_still_seen_afterwards(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A config file rewritten while a reload reads the files triggers another reload."""
+    import gateway.app as app
+
+    path = write(tmp_path)
+    gw = app.Gateway(load_config(path))
+    real_load = app.load_config
+
+    def load_then_edit(p: Path) -> app.GatewayConfig:
+        """Read the config, then let a technician save it again before the reload ends."""
+        cfg = real_load(p)
+        path.write_text(path.read_text().replace('model = "T211"', 'model = "T211 rev B"'))
+        return cfg
+
+    monkeypatch.setattr(app, "load_config", load_then_edit)
+    assert gw.reload("test")
+    assert gw._watcher.changed() == [path]
+    monkeypatch.setattr(app, "load_config", real_load)
+    assert gw.reload("file changed")
+    assert gw.cfg.variants[0].model == "T211 rev B"
+    assert gw._watcher.changed() == []
