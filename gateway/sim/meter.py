@@ -94,15 +94,7 @@ class SimulatedMeter:
         self.link = None if link_dir is None else Path(link_dir) / model.id
         self.line_pacing = line_pacing
         self.backlog_limit = backlog_limit
-        if rate == "line":
-            self._line_mode, period_s = True, 0.0
-        elif rate is None:
-            self._line_mode, period_s = False, model.interval_s
-        else:
-            if float(rate) <= 0:
-                raise ValueError(f"rate must be positive or 'line', not {rate!r}")
-            self._line_mode, period_s = False, 1.0 / float(rate)
-        self._period_ns = int(period_s * 1e9)
+        self._line_mode, self._period_ns = _rate_period(rate, model.interval_s)
         now = datetime.now(UTC).replace(microsecond=0)
         self.start_time = start_time or now
         self._lock = lock or threading.RLock()
@@ -142,6 +134,11 @@ class SimulatedMeter:
         self._last_unplug_ns: int | None = None
         self.notify: Callable[[], None] = _nothing
         """Called after a fault or control request so the driving thread acts on it at once."""
+        self.on_written: Callable[[int, int], None] | None = None
+        """When set, called in the driving thread with (sequence number, time.monotonic_ns())
+        as soon as a telegram's last byte has been written to the pty (latency measurements).
+        It runs under the rig's lock: keep it short (append to a list)."""
+        self._ends: deque[tuple[int, int]] = deque()
 
     # --- faults and control (any thread) ---------------------------------------------------
 
@@ -191,6 +188,18 @@ class SimulatedMeter:
             self._every = {"bad_crc": bad_crc_every, "truncate": truncate_every}
             self._every["noise"] = noise_every
             self._noise_bytes_each = noise_bytes
+
+    def set_rate(self, rate: float | str | None, *, line_pacing: bool | None = None) -> None:
+        """Change the emission rate from the next slot on: telegrams per second, "line" (back
+        to back) or None (the model's interval); `line_pacing` too, when given."""
+        line_mode, period_ns = _rate_period(rate, self.model.interval_s)
+        with self._request():
+            self._line_mode, self._period_ns = line_mode, period_ns
+            if line_pacing is not None:
+                self.line_pacing = line_pacing
+            self._next_due_ns = None
+            self._tokens = 0.0
+            self._last_pump_ns = time.monotonic_ns()
 
     def pause(self) -> None:
         """Stop emitting telegrams (bytes already queued still go out)."""
@@ -261,6 +270,7 @@ class SimulatedMeter:
             os.symlink(self.pty, tmp)
             os.replace(tmp, self.link)
         self._backlog.clear()
+        self._ends.clear()
         self._tokens = 0.0
         now = time.monotonic_ns()
         self._last_pump_ns = now
@@ -277,6 +287,7 @@ class SimulatedMeter:
         self._master = self._slave = -1
         self.pty = None
         self._backlog.clear()
+        self._ends.clear()
 
     @property
     def master_fd(self) -> int:
@@ -372,6 +383,8 @@ class SimulatedMeter:
         if self.model.seven_e_one:
             raw = raw.translate(EVEN_PARITY)
         self._backlog += raw
+        if self.on_written is not None:
+            self._ends.append((self._bytes_written + len(self._backlog), n))
 
     def _remember_seq(self, raw: bytes, seq: int) -> None:
         """Keep a bounded map from telegram digest to sequence number."""
@@ -423,6 +436,28 @@ class SimulatedMeter:
         self._bytes_written += written
         if self.line_pacing:
             self._tokens -= written
+        if self._ends:
+            self._report_written()
+
+    def _report_written(self) -> None:
+        """Tell `on_written` about every telegram whose last byte is now on the pty."""
+        hook, ends, done = self.on_written, self._ends, self._bytes_written
+        now = time.monotonic_ns()
+        while ends and ends[0][0] <= done:
+            seq = ends.popleft()[1]
+            if hook is not None:
+                hook(seq, now)
+
+
+def _rate_period(rate: float | str | None, interval_s: float) -> tuple[bool, int]:
+    """(line mode, period in ns) for a rate: telegrams per second, "line", or None."""
+    if rate == "line":
+        return True, 0
+    if rate is None:
+        return False, int(interval_s * 1e9)
+    if float(rate) <= 0:
+        raise ValueError(f"rate must be positive or 'line', not {rate!r}")
+    return False, int(1.0 / float(rate) * 1e9)
 
 
 def _nothing() -> None:

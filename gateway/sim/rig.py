@@ -134,6 +134,12 @@ class VirtualRig:
             meter.resume()
         self._wake()
 
+    def set_rate(self, rate: float | str | None, *, line_pacing: bool | None = None) -> None:
+        """Change every meter's rate (and pacing, when given); see `SimulatedMeter.set_rate`."""
+        for meter in self.meters.values():
+            meter.set_rate(rate, line_pacing=line_pacing)
+        self._wake()
+
     def poke(self) -> None:
         """Make the rig thread look at its meters now (after a fault was requested)."""
         self._wake()
