@@ -85,6 +85,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add("--flood-seconds", type=float, default=10.0, help="flood window, s (default 10)")
     add("--skip-flood", action="store_true", help="no flood phases")
     add("--settle", type=float, default=2.0, help="s before each measured window (default 2)")
+    add(
+        "--idle-seconds",
+        type=float,
+        default=5.0,
+        help="idle CPU window before the rounds, all rigs paused (default 5; 0 skips it)",
+    )
     add("--skip-baseline", action="store_true", help="measure the gateway only")
     add("--json", metavar="FILE", help="also write every figure to FILE as JSON")
     add("--keep", action="store_true", help="keep the working folder (configs, logs)")
@@ -376,6 +382,7 @@ class Bench:
         self.subscriber: Subscriber | None = None
         self.sides: dict[str, Side] = {}
         self.results: list[PhaseResult] = []
+        self.idle_percent: dict[str, float] = {}
         self.problems: list[str] = []
 
     # -- set-up --
@@ -735,8 +742,26 @@ format = "json"
             kinds.append("flood")
         return kinds
 
+    def measure_idle(self) -> None:
+        """Every side's CPU with no telegram at all (all rigs paused), over one window."""
+        if self.args.idle_seconds <= 0:
+            return
+        time.sleep(self.args.settle)
+        start = {name: proc_cpu_s(side.pid) for name, side in self.sides.items()}
+        t0 = time.monotonic()
+        time.sleep(self.args.idle_seconds)
+        seconds = time.monotonic() - t0
+        for name, side in self.sides.items():
+            self.idle_percent[name] = 100 * (proc_cpu_s(side.pid) - start[name]) / seconds
+        print(
+            "  idle (all rigs paused) CPU: "
+            + ", ".join(f"{n} {v:.2f} %" for n, v in self.idle_percent.items()),
+            flush=True,
+        )
+
     def run(self) -> None:
-        """All rounds: each phase kind for each side, the sides' order rotating per round."""
+        """Idle, then all rounds: each phase kind for each side, the order rotating per round."""
+        self.measure_idle()
         names = list(self.sides)
         for index in range(max(1, self.args.rounds)):
             order = names[index % len(names) :] + names[: index % len(names)]
@@ -835,6 +860,8 @@ class Flood:
 class Summary:
     """One side's figures over the run."""
 
+    idle_cpu_percent: float | None
+    """CPU with no telegrams at all (every rig paused)."""
     rig: Paced | None
     load: Paced | None
     flood: Flood | None
@@ -864,8 +891,10 @@ def _paced(phases: list[PhaseResult]) -> Paced | None:
     )
 
 
-def summarize(results: list[PhaseResult], side: str, per_telegram: int) -> Summary:
-    """Pool one side's phases."""
+def summarize(
+    results: list[PhaseResult], side: str, per_telegram: int, idle: float | None = None
+) -> Summary:
+    """Pool one side's phases (`idle`: its CPU % with no telegrams, if measured)."""
     mine = [r for r in results if r.side == side]
     rigs = [r for r in mine if r.kind == "rig"]
     floods = [r for r in mine if r.kind == "flood"]
@@ -888,6 +917,7 @@ def summarize(results: list[PhaseResult], side: str, per_telegram: int) -> Summa
             broker_cpu_percent=100 * sum(r.broker_cpu_s for r in floods) / seconds,
         )
     return Summary(
+        idle_cpu_percent=idle,
         rig=_paced(rigs),
         load=_paced([r for r in mine if r.kind == "load"]),
         flood=flood,
@@ -919,6 +949,7 @@ def _get(obj: Any, path: str) -> float | None:
 
 #: Report rows: label, Summary attribute path, higher is better, digits.
 ROWS: list[tuple[str, str, bool, int]] = [
+    ("idle (no telegrams): CPU, % of one core", "idle_cpu_percent", False, 2),
     ("rig load: telegrams/s received", "rig.rate", True, 1),
     ("rig load: latency p50, ms", "rig.p50_ms", False, 2),
     ("rig load: latency p99, ms", "rig.p99_ms", False, 2),
@@ -1046,8 +1077,13 @@ def main(args: argparse.Namespace) -> int:
         for name, count in bench.check_complete().items():
             if count:
                 bench.problems.append(f"{name}: {count} telegrams sent never arrived")
-        ours = summarize(bench.results, "ours", 2)
-        base = None if args.skip_baseline else summarize(bench.results, "baseline", 1)
+        idle = bench.idle_percent
+        ours = summarize(bench.results, "ours", 2, idle.get("ours"))
+        base = (
+            None
+            if args.skip_baseline
+            else summarize(bench.results, "baseline", 1, idle.get("baseline"))
+        )
         if args.json:
             Path(args.json).write_text(
                 json.dumps(

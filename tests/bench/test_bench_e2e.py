@@ -15,6 +15,7 @@ from pathlib import Path
 
 NUMBER = r"-?\d+(?:\.\d+)?"
 ROWS = [
+    "idle (no telegrams): CPU, % of one core",
     "rig load: latency p50, ms",
     "rig load: latency p99, ms",
     "rig load: CPU, % of one core",
@@ -50,6 +51,8 @@ def test_bench_e2e_prints_figures_and_ratios_for_both_sides(tmp_path: Path) -> N
             "4",
             "--settle",
             "1",
+            "--idle-seconds",
+            "2",
             "--json",
             str(figures),
         ],
@@ -101,6 +104,8 @@ def test_bench_e2e_without_baseline_prints_the_gateway_alone(tmp_path: Path) -> 
             "--skip-baseline",
             "--settle",
             "1",
+            "--idle-seconds",
+            "0",
         ],
         capture_output=True,
         text=True,

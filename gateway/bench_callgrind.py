@@ -1,0 +1,220 @@
+"""Instructions per telegram of the gateway's hot path, counted by valgrind (callgrind).
+
+    python -m gateway.bench_callgrind                 # both modes, counts and native timing
+    python -m gateway.bench_callgrind --telegrams 200 --batched-telegrams 800
+
+The measured loop is the daemon's per-telegram path with its real parts, in one process: the
+virtual rig's telegrams for 32 meters (rendered beforehand, the same in every run), fed to a
+`Framer` in 115-byte chunks (what a 115200-baud line gives a reader every 10 ms), decoded by
+`decode_telegram`, submitted to a real `Publisher` (payload, routing, seq, spool batch, paho
+QoS 1 to a private mosquitto, PUBACK handling in paho's and the writer's threads).
+Two modes:
+- paced: each telegram is acknowledged by the broker before the next one goes (the rig-load
+  path: every wake-up and hand-off paid per telegram);
+- batched: all at once (the flood path: acknowledgements and writes batched).
+
+valgrind counts the user-space instructions of every thread of the process (not the kernel's,
+not mosquitto's). Each mode runs twice under `valgrind --tool=callgrind`: with N telegrams and
+with none, the same set-up otherwise; instructions per telegram = (I(N) - I(0)) / N. The same
+loop then runs natively with 10 N telegrams to time it (CPU of the loop), which gives this
+machine's instructions per second on this code: the basis of the Raspberry Pi estimate in
+docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+CHUNK = 115
+"""Bytes a 115200-baud line delivers in 10 ms (11 520 bytes/s): what the rig writes per tick."""
+METERS = 32
+SLOTS = 16
+
+
+def rig_telegrams(meters: int = METERS, slots: int = SLOTS) -> list[tuple[str, str, bytes]]:
+    """(variant, spec, raw) for `slots` consecutive telegrams of each of `meters` rig meters."""
+    from gateway.sim import EVEN_PARITY, models_for
+
+    start = datetime(2026, 11, 28, 8, 0, tzinfo=UTC)
+    out = []
+    for slot in range(slots):
+        for model in models_for(meters):
+            raw = model.template.render(slot, start + timedelta(seconds=slot * model.interval_s))
+            if model.seven_e_one:
+                raw = raw.translate(EVEN_PARITY)
+            out.append((model.id, model.spec, raw))
+    return out
+
+
+def worker(telegrams: int, paced: bool) -> int:
+    """The measured loop (what valgrind runs): set-up, `telegrams` telegrams, tear-down."""
+    from gateway.devkit.mosquitto import MosquittoBroker
+    from gateway.p1 import Frame, Framer, decode_telegram
+    from gateway.publish import (
+        MqttSettings,
+        Publisher,
+        PublisherSettings,
+        Slot,
+        SlotSchedule,
+        SpoolSettings,
+    )
+    from gateway.sim import models_for
+
+    feed = rig_telegrams()
+    strip = {m.id: m.seven_e_one for m in models_for(METERS)}
+    framers = {variant: Framer(strip_parity=strip[variant]) for variant, _, _ in feed}
+    broker = MosquittoBroker({"rig-a": "rig-secret", "bench": "bench-secret"}).start()
+    folder = Path(tempfile.mkdtemp(prefix="p1gw-callgrind-"))
+    now = datetime.now(UTC)
+    publisher = Publisher(
+        PublisherSettings(
+            "rig-a",
+            MqttSettings(port=broker.port, username="rig-a", password="rig-secret"),
+            SpoolSettings(dir=folder / "spool"),
+            require_sync=False,
+        ),
+        SlotSchedule([Slot("bench", now - timedelta(hours=1), now + timedelta(hours=1))]),
+    )
+    try:
+        publisher.start()
+        deadline = time.monotonic() + 60
+        while not publisher.status().connected and time.monotonic() < deadline:
+            time.sleep(0.05)
+        cpu0 = time.process_time()
+        for n in range(telegrams):
+            variant, spec, raw = feed[n % len(feed)]
+            framer = framers[variant]
+            for start in range(0, len(raw), CHUNK):
+                for event in framer.feed(raw[start : start + CHUNK]):
+                    if isinstance(event, Frame):
+                        telegram = decode_telegram(event.raw, spec, crc_verified=True)
+                        mono, wall = time.monotonic_ns(), time.time_ns()
+                        publisher.submit_telegram(variant, telegram, mono, wall)
+            if paced and not publisher.flush(60):
+                print("bench_callgrind: the broker did not acknowledge", file=sys.stderr)
+                return 1
+        if not publisher.flush(600):
+            print("bench_callgrind: the broker did not acknowledge", file=sys.stderr)
+            return 1
+        print(f"loop_cpu_s={time.process_time() - cpu0:.6f}")
+        return 0
+    finally:
+        publisher.stop(timeout=5)
+        broker.close()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _worker_command(telegrams: int, paced: bool) -> list[str]:
+    """The command line of one worker run."""
+    command = [sys.executable, "-m", "gateway.bench_callgrind", "--worker"]
+    command += ["--telegrams", str(telegrams)] + (["--paced"] if paced else [])
+    return command
+
+
+def count_instructions(telegrams: int, paced: bool) -> int:
+    """Instructions (Ir) of one worker run under callgrind, all threads."""
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        raise RuntimeError("valgrind is not installed")
+    with tempfile.TemporaryDirectory(prefix="p1gw-callgrind-") as tmp:
+        out = Path(tmp) / "callgrind.out"
+        proc = subprocess.run(
+            [
+                valgrind,
+                "--tool=callgrind",
+                f"--callgrind-out-file={out}",
+                "--cache-sim=no",
+                "--branch-sim=no",
+                *_worker_command(telegrams, paced),
+            ],
+            capture_output=True,
+            text=True,
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(f"valgrind run failed:\n{proc.stderr[-3000:]}")
+        match = re.search(r"^(?:summary|totals):\s*(\d+)", out.read_text(), re.M)
+        if match is None:
+            raise RuntimeError("no instruction total in the callgrind output")
+        return int(match.group(1))
+
+
+@dataclass(frozen=True, slots=True)
+class ModeFigures:
+    """One mode's figures."""
+
+    mode: str
+    telegrams: int
+    instructions_per_telegram: float
+    native_us_per_telegram: float
+    """CPU time per telegram of the same loop run natively (this process's threads, user +
+    system; the broker's not included)."""
+
+    @property
+    def instructions_per_second(self) -> float:
+        """What this machine executes per CPU second on this code."""
+        return self.instructions_per_telegram / (self.native_us_per_telegram / 1e6)
+
+
+def native_cpu_s(telegrams: int, paced: bool) -> float:
+    """CPU seconds of this process's threads (user + system) in the loop of a native run."""
+    proc = subprocess.run(_worker_command(telegrams, paced), capture_output=True, text=True)
+    match = re.search(r"^loop_cpu_s=([\d.]+)$", proc.stdout, re.M)
+    if proc.returncode != 0 or match is None:
+        raise RuntimeError(f"worker failed:\n{proc.stderr[-3000:]}")
+    return float(match.group(1))
+
+
+def measure(mode: str, telegrams: int) -> ModeFigures:
+    """Instructions per telegram (callgrind, N vs 0) and native CPU per telegram (10 N)."""
+    paced = mode == "paced"
+    with_n = count_instructions(telegrams, paced)
+    without = count_instructions(0, paced)
+    native = native_cpu_s(telegrams * 10, paced)
+    return ModeFigures(
+        mode, telegrams, (with_n - without) / telegrams, 1e6 * native / (telegrams * 10)
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Measure both modes (or, with --worker, run the loop once)."""
+    parser = argparse.ArgumentParser(prog="python -m gateway.bench_callgrind", description=__doc__)
+    parser.add_argument("--worker", action="store_true", help="run the measured loop once")
+    parser.add_argument("--paced", action="store_true", help="worker: one telegram at a time")
+    parser.add_argument("--telegrams", type=int, default=200, help="paced telegrams (default 200)")
+    parser.add_argument(
+        "--batched-telegrams", type=int, default=800, help="batched telegrams (default 800)"
+    )
+    args = parser.parse_args(argv)
+    if args.worker:
+        return worker(args.telegrams, args.paced)
+    import platform
+
+    print(
+        f"bench callgrind: {METERS} rig meters x {SLOTS} slots, {CHUNK}-byte chunks; "
+        f"valgrind --tool=callgrind, user-space instructions of all threads; "
+        f"Python {platform.python_version()} {platform.machine()}",
+        flush=True,
+    )
+    print(f"{'mode':8} {'telegrams':>9} {'instr/telegram':>15} {'native us':>10} {'instr/s':>12}")
+    for mode, count in (("paced", args.telegrams), ("batched", args.batched_telegrams)):
+        figures = measure(mode, count)
+        print(
+            f"{figures.mode:8} {figures.telegrams:>9} "
+            f"{figures.instructions_per_telegram:>15,.0f} "
+            f"{figures.native_us_per_telegram:>10.1f} {figures.instructions_per_second:>12.3g}",
+            flush=True,
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
