@@ -15,7 +15,6 @@ from pathlib import Path
 
 NUMBER = r"-?\d+(?:\.\d+)?"
 ROWS = [
-    "idle (no telegrams): CPU, % of one core",
     "rig load: latency p50, ms",
     "rig load: latency p99, ms",
     "rig load: CPU, % of one core",
