@@ -10,6 +10,7 @@ publisher a spool writer. The main thread owns everything slow or rare: signals,
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import sys
@@ -522,13 +523,17 @@ def run(config_path: str | Path) -> int:
         return EXIT_CONFIG
     configure_logging(cfg.log.format, cfg.log.level)
     notifier = Notifier()
+    gateway: Gateway | None = None
     try:
         gateway = Gateway(cfg, notifier)
         _install_signals(gateway)
         gateway.start()
-    except GatewayError as exc:
+    except (GatewayError, OSError) as exc:  # a spool folder we may not write, a lost file...
         log.error("cannot start", error=str(exc))
         notifier.status(f"cannot start: {exc}")
+        if gateway is not None:
+            with contextlib.suppress(Exception):  # release what did start, then report
+                gateway.stop(timeout=2.0)
         return EXIT_FATAL
     try:
         gateway.serve()

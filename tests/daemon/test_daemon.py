@@ -156,3 +156,21 @@ def test_bad_crc_frames_reach_the_holder_as_invalid_evidence() -> None:
             assert data["variant"] == variant and isinstance(data["seq"], int)
         assert wait_until(lambda: h.status()["gateway"]["invalid_crc"] >= 2, 5)
         acme.stop()
+
+
+def test_run_exits_non_zero_when_the_spool_cannot_be_opened(tmp_path: Path) -> None:
+    """A spool path that is a file, not a folder, is a fatal start-up error: exit 1, said why."""
+    (tmp_path / "spool").write_text("not a folder")
+    cfg = tmp_path / "g.toml"
+    cfg.write_text(
+        '[rig]\nid = "rig-a"\n[mqtt]\nport = 1\n[spool]\ndir = "spool"\n'
+        '[status]\nfile = "status.json"\n[log]\nformat = "json"\n'
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "gateway", "run", "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 1, out.stderr
+    assert '"event": "cannot start"' in out.stderr
