@@ -18,7 +18,7 @@ import pytest
 
 from gateway import corpus
 from gateway.devkit.mosquitto import MosquittoBroker
-from gateway.p1 import Frame, Framer, decode_telegram
+from gateway.p1 import Frame, Framer, Telegram, decode_telegram
 from gateway.publish import (
     MqttSettings,
     Publisher,
@@ -64,7 +64,7 @@ def publisher(broker: MosquittoBroker, tmp_path: Path) -> Iterator[Publisher]:
         p.stop(timeout=2.0)
 
 
-def _telegram():  # type: ignore[no-untyped-def]
+def _telegram() -> Telegram:
     """One decoded corpus telegram."""
     entry = corpus.entry("ndokter_dsmr_parser__TELEGRAM_V5.txt")
     frame = next(f for f in Framer().feed(entry.read()) if isinstance(f, Frame))
