@@ -196,6 +196,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.worker:
         return worker(args.telegrams, args.paced)
+    if shutil.which("valgrind") is None:
+        print("bench callgrind: valgrind is not installed (apt install valgrind)", file=sys.stderr)
+        return 2
     import platform
 
     print(
