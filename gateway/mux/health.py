@@ -194,7 +194,6 @@ class PortHealth:
         self._c: dict[str, int] = dict.fromkeys(HealthCounters.__dataclass_fields__, 0)
         self.url = url
         self.spec = spec
-        self._configured_interval = interval_s
         self.interval_s = DEFAULT_INTERVAL_S
         self.interval_source = IntervalSource.DEFAULT
         self.reconfigure(url=url, spec=spec, interval_s=interval_s)
@@ -205,7 +204,6 @@ class PortHealth:
         """Take a changed port configuration; counters and history stay."""
         self.url = url
         self.spec = spec
-        self._configured_interval = interval_s
         if interval_s is not None:
             self._set_interval(interval_s, IntervalSource.CONFIG)
         elif spec in SPEC_INTERVALS_S:
