@@ -77,6 +77,7 @@ class GatewayHarness:
         *,
         watchdog_usec: int | None = 1_000_000,
         slots: list[tuple[str, datetime, datetime]] | None = None,
+        batch_interval: float = 0.2,
     ) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="p1gw-daemon-"))
         cat = catalogue()
@@ -84,6 +85,7 @@ class GatewayHarness:
         now = datetime.now(UTC)
         self.slots = slots or [("acme", now - timedelta(hours=1), now + timedelta(hours=2))]
         self.watchdog_usec = watchdog_usec
+        self.batch_interval = batch_interval
         self.broker = MosquittoBroker(PASSWORDS, rigs=[RIG_ID])
         self.rig = VirtualRig(self.models, link_dir=self.dir / "ports")
         self.notify: NotifySocket | None = None
@@ -115,7 +117,7 @@ password_file = "mqtt.pass"
 
 [spool]
 dir = "spool"
-batch_interval = 0.2
+batch_interval = {self.batch_interval}
 
 [clock]
 require_sync = false

@@ -91,21 +91,12 @@ class FaultHarness(GatewayHarness):
         line_pacing: bool = True,
         batch_interval: float = 0.2,
     ) -> None:
-        super().__init__(meter_models)
+        super().__init__(meter_models, batch_interval=batch_interval)
         self.rig = VirtualRig(
             self.models, link_dir=self.dir / "ports", rate=rate, line_pacing=line_pacing
         )
         self.rate = rate
-        self.batch_interval = batch_interval
         self.variants = [m.id for m in self.models]
-
-    def write_config(self) -> None:
-        """The base config with this harness's spool batch interval."""
-        super().write_config()
-        text = self.config.read_text()
-        patched = text.replace("batch_interval = 0.2", f"batch_interval = {self.batch_interval}")
-        assert "batch_interval = 0.2" in text, "the base harness config changed"
-        self.config.write_text(patched)
 
     @property
     def pid(self) -> int:
