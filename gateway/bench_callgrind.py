@@ -57,7 +57,7 @@ def rig_telegrams(meters: int = METERS, slots: int = SLOTS) -> list[tuple[str, s
 
 def worker(telegrams: int, paced: bool) -> int:
     """The measured loop (what valgrind runs): set-up, `telegrams` telegrams, tear-down."""
-    from gateway.devkit.mosquitto import MosquittoBroker
+    from gateway.devkit.mosquitto import MosquittoBroker, wait_until
     from gateway.p1 import Frame, Framer, decode_telegram
     from gateway.publish import (
         MqttSettings,
@@ -86,9 +86,7 @@ def worker(telegrams: int, paced: bool) -> int:
     )
     try:
         publisher.start()
-        deadline = time.monotonic() + 60
-        while not publisher.status().connected and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: publisher.status().connected, 60)
         cpu0 = time.process_time()
         for n in range(telegrams):
             variant, spec, raw = feed[n % len(feed)]
