@@ -13,8 +13,6 @@ from typing import Literal
 from gateway.identifiers import validate_variant_id
 from gateway.p1 import DEFAULT_MAX_FRAME_SIZE
 
-#: Variant identifiers, as the contract writes them.
-
 #: Specs whose meters talk 9600 baud 7E1 (DSMR 2.2 and 3.0).
 SEVEN_E_ONE_SPECS = frozenset({"V2_2", "V3"})
 
