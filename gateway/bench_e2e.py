@@ -593,7 +593,7 @@ format = "json"
         except OSError:
             return ""
 
-    def _settle(self, side: Side, quiet_s: float = 1.0, timeout: float = 120.0) -> bool:
+    def _settle(self, side: Side, timeout: float = 120.0) -> bool:
         """Wait until the side's rig has written everything and the subscriber got it all."""
         assert self.subscriber is not None
         side.rig.wait_drained(30)
@@ -606,7 +606,7 @@ format = "json"
                 last, last_change = count, time.monotonic()
             if count >= side.sent() and time.monotonic() - last_change >= 0.3:
                 return True
-            if time.monotonic() - last_change >= max(quiet_s, 10.0):
+            if time.monotonic() - last_change >= 10.0:
                 return False  # nothing moves any more: something is missing
             time.sleep(0.05)
         return False
