@@ -64,23 +64,18 @@ def resolve_profile(
     read as 8N1 arrives with bit 7 set); `strip_parity` overrides that rule.
     """
     old = spec in SEVEN_E_ONE_SPECS
-    profile = SerialProfile(
-        baudrate=baudrate if baudrate is not None else (9600 if old else 115200),
-        bytesize=bytesize if bytesize is not None else (7 if old else 8),
-        parity=_parity_letter(parity) if parity is not None else ("E" if old else "N"),
-        stopbits=float(stopbits) if stopbits is not None else 1.0,
-        strip_parity=False,
-    )
-    if profile.baudrate <= 0:
-        raise ValueError(f"baudrate must be positive, not {profile.baudrate}")
-    if profile.bytesize not in (5, 6, 7, 8):
-        raise ValueError(f"bytesize must be 5..8, not {profile.bytesize}")
-    if profile.stopbits not in (1.0, 1.5, 2.0):
-        raise ValueError(f"stopbits must be 1, 1.5 or 2, not {profile.stopbits}")
-    strip = strip_parity if strip_parity is not None else (old or profile.bytesize == 7)
-    return SerialProfile(
-        profile.baudrate, profile.bytesize, profile.parity, profile.stopbits, strip
-    )
+    baud = baudrate if baudrate is not None else (9600 if old else 115200)
+    bits = bytesize if bytesize is not None else (7 if old else 8)
+    letter = _parity_letter(parity) if parity is not None else ("E" if old else "N")
+    stop = float(stopbits) if stopbits is not None else 1.0
+    if baud <= 0:
+        raise ValueError(f"baudrate must be positive, not {baud}")
+    if bits not in (5, 6, 7, 8):
+        raise ValueError(f"bytesize must be 5..8, not {bits}")
+    if stop not in (1.0, 1.5, 2.0):
+        raise ValueError(f"stopbits must be 1, 1.5 or 2, not {stop}")
+    strip = strip_parity if strip_parity is not None else (old or bits == 7)
+    return SerialProfile(baud, bits, letter, stop, strip)
 
 
 def _parity_letter(parity: str) -> str:
