@@ -68,12 +68,10 @@ class IntervalSource(enum.Enum):
 
 def interval_from_telegram(raw: bytes, has_crc: bool) -> float | None:
     """The period a telegram's version says its meter sends at, or None if it does not say."""
-    match = _VERSION_NL.search(raw)
-    if match:
-        return FAST_INTERVAL_S if match.group(1).startswith(b"5") else SLOW_INTERVAL_S
-    match = _VERSION_BE.search(raw)
-    if match:
-        return FAST_INTERVAL_S if match.group(1).startswith(b"5") else SLOW_INTERVAL_S
+    for version_line in (_VERSION_NL, _VERSION_BE):
+        match = version_line.search(raw)
+        if match:
+            return FAST_INTERVAL_S if match.group(1).startswith(b"5") else SLOW_INTERVAL_S
     if not has_crc:
         return SLOW_INTERVAL_S  # no CRC: DSMR 2.2 / 3.0
     return None
