@@ -83,7 +83,6 @@ class Framer:
     counters: FramerCounters = field(default_factory=FramerCounters)
     _buf: bytearray = field(default_factory=bytearray, repr=False)
     _scan: int = field(default=1, repr=False)
-    _oversized: bool = field(default=False, repr=False)
 
     def feed(self, data: bytes) -> list[FramerEvent]:
         """Take the next bytes of the stream; return the frames and drops they complete."""
