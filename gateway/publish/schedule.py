@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from gateway.errors import IdentifierError
-from gateway.publish.topics import validate_holder
+from gateway.identifiers import validate_holder
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.publish.topics import validate_rig_id, validate_topic_prefix
+from gateway.identifiers import validate_rig_id, validate_topic_prefix
 
 
 @dataclass(frozen=True, slots=True)

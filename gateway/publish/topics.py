@@ -1,9 +1,8 @@
-"""Identifiers and MQTT topics: an allow-list for every name that becomes a topic level.
+"""MQTT topics, built only from allow-listed identifiers (`gateway.identifiers`, re-exported).
 
-Pure and dependency-free, so the config loader can import the validators too. A topic is only
-ever built from validated parts, so a NUL byte, a wildcard ('+', '#'), an extra level ('/') or a
-broker-reserved '$' prefix can never reach paho or the broker (a NUL in a topic makes mosquitto
-drop the connection and paho resend it forever: see FIELD-NOTES).
+A topic is only ever built from validated parts, so a NUL byte, a wildcard ('+', '#'), an extra
+level ('/') or a broker-reserved '$' prefix can never reach paho or the broker (a NUL in a topic
+makes mosquitto drop the connection and paho resend it forever: see FIELD-NOTES).
 """
 
 from __future__ import annotations
@@ -35,6 +34,7 @@ __all__ = [
     "validate_topic_prefix",
     "validate_variant_id",
 ]
+
 
 class SlotTopicKind(Enum):
     """The three per-holder topics of a variant."""
