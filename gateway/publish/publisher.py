@@ -351,11 +351,12 @@ class Publisher:
     ) -> SubmitOutcome:
         """Route, number, spool and publish a frame with a bad CRC (or unreadable). Never raises."""
         try:
+            raw = bytes(raw)
             try:
-                body = pl.invalid_body(bytes(raw), str(reason))
+                body = pl.invalid_body(raw, str(reason))
             except (pl.PayloadError, TypeError, ValueError) as exc:
-                return self._reject(variant, "invalid", bytes(raw), f"encode: {exc}")
-            item = _Prepared("invalid", bytes(raw), body)
+                return self._reject(variant, "invalid", raw, f"encode: {exc}")
+            item = _Prepared("invalid", raw, body)
             return self._submit(variant, item, received_mono_ns, received_wall_ns)
         except Exception as exc:
             return self._internal_error("submit_invalid", exc)
@@ -612,7 +613,6 @@ class Publisher:
         elif isinstance(event, ConnectFailed):
             self.counters.connect_failures += 1
         elif isinstance(event, CallbackFailed):
-            self.counters.callback_errors += 1
             self._last_error = f"paho callback {event.where}: {event.error}"
 
     def _on_connected_locked(self, event: Connected) -> None:
