@@ -140,10 +140,6 @@ class VirtualRig:
             meter.set_rate(rate, line_pacing=line_pacing)
         self._wake()
 
-    def poke(self) -> None:
-        """Make the rig thread look at its meters now (after a fault was requested)."""
-        self._wake()
-
     def drained(self) -> bool:
         """Whether every plugged meter has written all it queued."""
         return all(
