@@ -19,6 +19,7 @@ telegram says 10 s); failing all that, the median of the observed intervals (nea
 from __future__ import annotations
 
 import enum
+import itertools
 import re
 import statistics
 from collections import deque
@@ -281,7 +282,7 @@ class PortHealth:
             return
         if len(self._intervals) < 2:
             return
-        median_s = statistics.median(list(self._intervals)[-8:]) / 1e9
+        median_s = statistics.median(itertools.islice(reversed(self._intervals), 8)) / 1e9
         # Nearest of the two rates on a log scale: the boundary is sqrt(1 * 10) ~ 3.16 s.
         guess = SLOW_INTERVAL_S if median_s > 3.16 else FAST_INTERVAL_S
         self._set_interval(guess, IntervalSource.OBSERVED)
