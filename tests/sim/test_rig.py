@@ -182,9 +182,9 @@ def test_nobody_reading_never_blocks_the_rig_and_drops_are_counted(tmp_path: Pat
         assert rig.error is None
         assert meter.stats().backlog <= meter.backlog_limit + 4096
     finally:
-        started = time.monotonic()
+        thread = rig._thread
         rig.stop()
-    assert time.monotonic() - started < 3
+    assert thread is not None and not thread.is_alive(), "the rig thread did not stop"
 
 
 def test_flood_rate_runs_the_meter_clock_one_interval_per_telegram(tmp_path: Path) -> None:
