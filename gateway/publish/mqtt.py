@@ -58,7 +58,6 @@ class Connected:
     generation: int
     protocol: str
     receive_maximum: int | None
-    session_present: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,7 +268,6 @@ class MqttLink:
                     self.generation,
                     self.protocol,
                     int(receive_max) if receive_max else None,
-                    bool(getattr(flags, "session_present", False)),
                 )
             )
         except Exception as exc:
