@@ -43,7 +43,7 @@ from gateway.mux import (
     PortUp,
 )
 from gateway.notify import Notifier
-from gateway.p1 import DEFAULT_ZONE, crc_hex, decode_telegram
+from gateway.p1 import DEFAULT_ZONE, decode_telegram
 from gateway.publish import (
     MqttSettings,
     Publisher,
@@ -225,7 +225,7 @@ class Gateway:
             return
         if frame.crc_ok is False:
             self.counters.invalid_crc += 1
-            reason = f"crc mismatch: sent {frame.crc_given}, computed {crc_hex(frame.body)}"
+            reason = f"crc mismatch: sent {frame.crc_given}, computed {frame.crc_computed:04X}"
         else:
             try:
                 telegram = decode_telegram(

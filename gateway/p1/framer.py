@@ -31,6 +31,8 @@ class Frame:
     """The hex digits after '!' as sent (None when the frame carries no CRC)."""
     crc_ok: bool | None
     """True or False when a CRC was sent, None for CRC-less frames (DSMR 2.2 / 3)."""
+    crc_computed: int | None = None
+    """The CRC of the frame's bytes, when the frame carries one to compare it with."""
 
     @property
     def body(self) -> bytes:
@@ -164,10 +166,11 @@ class Framer:
         counters.frames += 1
         if digits:
             given = digits.decode("ascii")
-            ok = crc16(raw[: bang + 1]) == int(given, 16)
+            computed = crc16(raw[: bang + 1])
+            ok = computed == int(given, 16)
             if not ok:
                 counters.crc_errors += 1
-            events.append(Frame(raw, given, ok))
+            events.append(Frame(raw, given, ok, computed))
         else:
             events.append(Frame(raw, None, None))
         self._consume(end)

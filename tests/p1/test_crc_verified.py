@@ -6,7 +6,7 @@ import pytest
 
 from gateway import corpus
 from gateway.errors import ChecksumError
-from gateway.p1 import Frame, Framer, decode_telegram
+from gateway.p1 import Frame, Framer, crc_hex, decode_telegram
 
 
 def framed(name: str) -> Frame:
@@ -29,3 +29,12 @@ def test_the_check_is_skipped_only_when_asked() -> None:
     with pytest.raises(ChecksumError):
         decode_telegram(frame.raw)
     assert decode_telegram(frame.raw, crc_verified=True).objects
+
+
+def test_frame_carries_the_crc_it_computed() -> None:
+    """A frame with a CRC carries the CRC of its bytes, so nobody computes it again."""
+    bad = framed("dsmrreader_dsmr-reader__TestDataloggerCrcError")
+    good = framed("ndokter_dsmr_parser__TELEGRAM_FLUVIUS_V171_ALT")
+    assert f"{bad.crc_computed:04X}" == crc_hex(bad.body) != bad.crc_given
+    assert good.crc_computed == int(good.crc_given or "", 16)
+    assert framed("ndokter_dsmr_parser__TELEGRAM_V2_2").crc_computed is None
