@@ -430,42 +430,19 @@ class Bench:
 
     def _start_gateway(self, side: Side) -> None:
         """Write the gateway's config files and start `python -m gateway run`."""
+        from gateway.devkit.files import write_gateway_files
+
         folder = self.dir / "ours"
-        (folder / "mqtt.pass").write_text(PASSWORDS[OURS_RIG] + "\n")
-        (folder / "variants.toml").write_text(side.rig.variants_toml())
         now = datetime.now(UTC)
-        (folder / "slots.toml").write_text(
-            f'[[slot]]\nholder = "{HOLDER}"\n'
-            f"start = {(now - timedelta(hours=1)).isoformat()}\n"
-            f"end = {(now + timedelta(days=1)).isoformat()}\n"
-        )
-        config = folder / "gateway.toml"
-        config.write_text(
-            f"""# bench e2e: the gateway's defaults, but for paths, the broker and the clock.
-variants_file = "variants.toml"
-slots_file = "slots.toml"
-
-[rig]
-id = "{OURS_RIG}"
-
-[mqtt]
-host = "{self.broker.host}"
-port = {self.broker.port}
-username = "{OURS_RIG}"
-password_file = "mqtt.pass"
-
-[spool]
-dir = "spool"
-
-[clock]
-require_sync = false   # a container's clock may not report NTP sync
-
-[status]
-file = "run/status.json"
-
-[log]
-format = "json"
-"""
+        config = write_gateway_files(
+            folder,
+            rig=OURS_RIG,
+            broker_host=self.broker.host,
+            broker_port=self.broker.port,
+            password=PASSWORDS[OURS_RIG],
+            variants_toml=side.rig.variants_toml(),
+            slots=[(HOLDER, now - timedelta(hours=1), now + timedelta(days=1))],
+            comment="bench e2e: the gateway's defaults, but for paths, the broker and the clock",
         )
         with (folder / "gateway.log").open("ab") as log:
             side.proc = subprocess.Popen(

@@ -25,6 +25,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from gateway.devkit.files import write_gateway_files
 from gateway.devkit.mosquitto import MosquittoBroker, MqttProbe, Received
 from gateway.sim.catalogue import DEFAULT_RIG
 from gateway.sim.rig import VirtualRig
@@ -44,42 +45,10 @@ HIGHLIGHTS = {
 }
 
 
-def config_text(broker_port: int) -> str:
-    """The gateway's main config for the demo."""
-    return f"""\
-# p1-gateway demo configuration (written by scripts/demo)
-variants_file = "variants.toml"
-slots_file = "slots.toml"
-
-[rig]
-id = "{RIG}"
-
-[mqtt]
-host = "127.0.0.1"
-port = {broker_port}
-username = "{RIG}"
-password_file = "mqtt.pass"
-
-[spool]
-dir = "spool"
-
-[clock]
-# A fresh machine or container may have no synchronised clock; a rig should keep this true.
-require_sync = false
-
-[status]
-file = "status.json"
-
-[log]
-format = "console"
-"""
-
-
-def slots_text(now: datetime) -> str:
+def demo_slot(now: datetime) -> tuple[str, datetime, datetime]:
     """One slot, held by the demo tester, around now."""
     start = (now - timedelta(hours=1)).replace(microsecond=0)
-    end = (now + timedelta(hours=22)).replace(microsecond=0)
-    return f'[[slot]]\nholder = "{TESTER}"\nstart = {start.isoformat()}\nend = {end.isoformat()}\n'
+    return (TESTER, start, start + timedelta(hours=23))
 
 
 def summarise(payload: Mapping[str, Any]) -> str:
@@ -142,11 +111,17 @@ def run_demo(seconds: float | None, keep: bool, out: Callable[[str], None] = pri
         out(f"demo: private mosquitto on 127.0.0.1:{broker.port} (config {broker.conf})")
         rig.start()
         out(f"demo: virtual rig with {len(rig.meters)} meters on pseudo-terminals in {base}/ports")
-        (base / "mqtt.pass").write_text(PASSWORDS[RIG] + "\n")
-        (base / "variants.toml").write_text(rig.variants_toml())
-        (base / "slots.toml").write_text(slots_text(datetime.now(UTC)))
-        config = base / "gateway.toml"
-        config.write_text(config_text(broker.port))
+        config = write_gateway_files(
+            base,
+            rig=RIG,
+            broker_host=broker.host,
+            broker_port=broker.port,
+            password=PASSWORDS[RIG],
+            variants_toml=rig.variants_toml(),
+            slots=[demo_slot(datetime.now(UTC))],
+            log_format="console",
+            comment="p1-gateway demo configuration (written by scripts/demo)",
+        )
         env = {k: v for k, v in os.environ.items() if not k.startswith("P1GW_")}
         log = (base / "gateway.log").open("ab")
         daemon = subprocess.Popen(

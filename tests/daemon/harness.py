@@ -22,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from gateway.devkit.files import slots_toml, write_gateway_files
 from gateway.sim.catalogue import MeterModel, catalogue
 from gateway.sim.rig import VirtualRig
 from tests.support.mosquitto import MosquittoBroker, MqttProbe, wait_until
@@ -100,49 +101,23 @@ class GatewayHarness:
 
     def write_config(self) -> None:
         """The gateway's three config files, pointing at this harness's broker and rig."""
-        (self.dir / "mqtt.pass").write_text(PASSWORDS[RIG_ID] + "\n")
-        self.config.write_text(
-            f"""
-variants_file = "variants.toml"
-slots_file = "slots.toml"
-
-[rig]
-id = "{RIG_ID}"
-
-[mqtt]
-host = "127.0.0.1"
-port = {self.broker.port}
-username = "{RIG_ID}"
-password_file = "mqtt.pass"
-
-[spool]
-dir = "spool"
-batch_interval = {self.batch_interval}
-
-[clock]
-require_sync = false
-
-[status]
-file = "run/status.json"
-interval = 0.5
-
-[log]
-format = "json"
-level = "debug"
-"""
+        write_gateway_files(
+            self.dir,
+            rig=RIG_ID,
+            broker_host=self.broker.host,
+            broker_port=self.broker.port,
+            password=PASSWORDS[RIG_ID],
+            variants_toml=self.rig.variants_toml(),
+            slots=self.slots,
+            spool_batch_interval=self.batch_interval,
+            status_interval=0.5,
+            log_level="debug",
+            comment="a test's gateway (tests/daemon/harness.py)",
         )
-        self.variants_file.write_text(self.rig.variants_toml())
-        self.write_slots(self.slots)
 
     def write_slots(self, slots: list[tuple[str, datetime, datetime]]) -> None:
         """Rewrite the slots file."""
-        text = ""
-        for holder, start, end in slots:
-            text += (
-                f'[[slot]]\nholder = "{holder}"\nstart = {start.isoformat()}\n'
-                f"end = {end.isoformat()}\n\n"
-            )
-        self.slots_file.write_text(text)
+        self.slots_file.write_text(slots_toml(slots))
 
     def start(self) -> GatewayHarness:
         """Start broker, rig and daemon; return once the daemon said READY=1."""
