@@ -24,8 +24,9 @@ import re
 import statistics
 from collections import deque
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from typing import Any
+
+from gateway.timefmt import rfc3339_utc
 
 SILENT_AFTER_INTERVALS = 3
 FAST_INTERVAL_S = 1.0
@@ -76,13 +77,6 @@ def interval_from_telegram(raw: bytes, has_crc: bool) -> float | None:
     if not has_crc:
         return SLOW_INTERVAL_S  # no CRC: DSMR 2.2 / 3.0
     return None
-
-
-def rfc3339_from_ns(wall_ns: int) -> str:
-    """A wall-clock time in nanoseconds since the epoch as RFC 3339 UTC, microseconds kept."""
-    seconds, rest = divmod(wall_ns, 1_000_000_000)
-    moment = datetime.fromtimestamp(seconds, UTC).replace(microsecond=rest // 1000)
-    return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +137,7 @@ class PortHealthSnapshot:
             "last_telegram_at": (
                 None
                 if self.last_telegram_wall_ns is None
-                else rfc3339_from_ns(self.last_telegram_wall_ns)
+                else rfc3339_utc(self.last_telegram_wall_ns)
             ),
             "last_telegram_age_s": (
                 None if self.last_telegram_age_s is None else round(self.last_telegram_age_s, 3)

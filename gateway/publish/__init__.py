@@ -6,7 +6,7 @@ feeds it from the reader thread with `submit_telegram` / `submit_invalid`, swaps
 """
 
 from gateway.publish.clock import SystemClockProbe, kernel_clock_synchronized
-from gateway.publish.payload import PayloadError, encode_json, rfc3339_utc
+from gateway.publish.payload import PayloadError, encode_json
 from gateway.publish.publisher import (
     Publisher,
     PublisherCounters,
@@ -25,6 +25,7 @@ from gateway.publish.topics import (
     validate_topic_prefix,
     validate_variant_id,
 )
+from gateway.timefmt import rfc3339_utc
 
 __all__ = [
     "MqttSettings",

@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 from gateway.errors import PublishError
 from gateway.p1.telegram import Telegram
+from gateway.timefmt import rfc3339_utc
 
 _encode_str = json.encoder.encode_basestring
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class PayloadError(PublishError, ValueError):
@@ -85,16 +85,6 @@ def encode_json_bytes(value: Any) -> bytes:
         return encode_json(value).encode("utf-8")
     except UnicodeEncodeError as exc:
         raise PayloadError(f"text not encodable as UTF-8: {exc}") from exc
-
-
-def rfc3339_utc(wall_ns: int) -> str:
-    """An epoch-ns instant as RFC 3339 UTC with microseconds: '2026-11-28T17:03:12.123456Z'."""
-    seconds, rest = divmod(wall_ns, 1_000_000_000)
-    moment = _EPOCH + timedelta(seconds=seconds, microseconds=rest // 1000)
-    return (
-        f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}T{moment.hour:02d}:"
-        f"{moment.minute:02d}:{moment.second:02d}.{moment.microsecond:06d}Z"
-    )
 
 
 def telegram_body(telegram: Telegram) -> bytes:

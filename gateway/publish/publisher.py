@@ -49,6 +49,7 @@ from gateway.publish.topics import (
     check_publishable_topic,
     validate_variant_id,
 )
+from gateway.timefmt import rfc3339_utc
 
 _READ_CHUNK = 256
 _WORKER_TICK = 0.25
@@ -635,7 +636,7 @@ class Publisher:
                 self.settings.rig,
                 "online",
                 protocol=event.protocol,
-                since=pl.rfc3339_utc(self._wall_ns()),
+                since=rfc3339_utc(self._wall_ns()),
             ),
         )
         if self._catalogue is not None:

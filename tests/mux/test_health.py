@@ -6,7 +6,8 @@ import pytest
 
 from gateway import corpus
 from gateway.mux import HealthState, IntervalSource, PortHealth
-from gateway.mux.health import interval_from_telegram, rfc3339_from_ns
+from gateway.mux.health import interval_from_telegram
+from gateway.timefmt import rfc3339_utc
 
 S = 1_000_000_000  # one second in nanoseconds
 WALL0 = 1_790_000_000 * S
@@ -179,7 +180,7 @@ def test_snapshot_is_frozen_and_its_dict_is_json_for_the_status_table() -> None:
         snap.state = HealthState.DOWN  # type: ignore[misc]
     d = json.loads(json.dumps(snap.to_dict()))
     assert d["state"] == "up"
-    assert d["last_telegram_at"] == rfc3339_from_ns(WALL0 + 2 * S + 5_000_000)
+    assert d["last_telegram_at"] == rfc3339_utc(WALL0 + 2 * S + 5_000_000)
     assert d["last_telegram_age_s"] == pytest.approx(0.995)
     assert d["jitter_ms"] == pytest.approx(5.0)
     for key in ("telegrams", "crc_errors", "oversize", "noise_bytes", "reconnects"):
@@ -189,4 +190,4 @@ def test_snapshot_is_frozen_and_its_dict_is_json_for_the_status_table() -> None:
 
 def test_rfc3339_keeps_microseconds_in_utc() -> None:
     """Wall times print as RFC 3339 UTC with microseconds."""
-    assert rfc3339_from_ns(1_795_881_792_123_456_789) == "2026-11-28T16:03:12.123456Z"
+    assert rfc3339_utc(1_795_881_792_123_456_789) == "2026-11-28T16:03:12.123456Z"
