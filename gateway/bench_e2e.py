@@ -115,6 +115,45 @@ def proc_memory_mb(pid: int) -> tuple[float, float]:
     return values.get("VmRSS", 0.0), values.get("VmHWM", 0.0)
 
 
+@dataclass(frozen=True, slots=True)
+class ThreadUse:
+    """One kernel thread name's CPU seconds and context switches (all threads of that name)."""
+
+    cpu_s: float
+    switches: int
+    """Voluntary + involuntary context switches: about how often the threads woke."""
+
+
+def proc_threads(pid: int) -> dict[str, ThreadUse]:
+    """Per kernel thread name (comm), CPU and context switches of a process's threads."""
+    out: dict[str, ThreadUse] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            comm = (task / "comm").read_text().strip()
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            status = (task / "status").read_text()
+        except OSError:
+            continue  # the thread ended meanwhile
+        cpu = (int(fields[11]) + int(fields[12])) / CLK_TCK
+        switches = sum(
+            int(line.split()[1]) for line in status.splitlines() if "ctxt_switches" in line
+        )
+        old = out.get(comm, ThreadUse(0.0, 0))
+        out[comm] = ThreadUse(old.cpu_s + cpu, old.switches + switches)
+    return out
+
+
+def thread_delta(before: dict[str, ThreadUse], after: dict[str, ThreadUse]) -> dict[str, ThreadUse]:
+    """What each thread name used between two `proc_threads` readings."""
+    zero = ThreadUse(0.0, 0)
+    return {
+        name: ThreadUse(
+            use.cpu_s - before.get(name, zero).cpu_s, use.switches - before.get(name, zero).switches
+        )
+        for name, use in after.items()
+    }
+
+
 def thread_cpu_s(name_prefix: str) -> float:
     """CPU seconds of this process's threads whose name starts with `name_prefix`."""
     total = 0.0
@@ -355,6 +394,8 @@ class PhaseResult:
     """Baseline only: telegrams it parsed in the window (its own counter)."""
     latencies_ms: list[float] = field(default_factory=list)
     unmatched: int = 0
+    threads: dict[str, ThreadUse] = field(default_factory=dict)
+    """CPU and context switches per thread name of the side's process over the window."""
 
     @property
     def cpu_percent(self) -> float:
@@ -628,10 +669,12 @@ class Bench:
         stats0 = side.stats() if side.stats is not None else None
         t0 = time.monotonic_ns()
         cpu0, sim0, mosq0 = proc_cpu_s(side.pid), thread_cpu_s("p1-sim-rig"), proc_cpu_s(broker_pid)
+        threads0 = proc_threads(side.pid)
         out0, sent0, bytes0 = arrivals.telegrams, side.sent(), side.bytes_written()
         time.sleep(seconds)
         t1 = time.monotonic_ns()
         cpu1, sim1, mosq1 = proc_cpu_s(side.pid), thread_cpu_s("p1-sim-rig"), proc_cpu_s(broker_pid)
+        threads1 = proc_threads(side.pid)
         out1, sent1, bytes1 = arrivals.telegrams, side.sent(), side.bytes_written()
         stats1 = side.stats() if side.stats is not None else None
         rss, hwm = proc_memory_mb(side.pid)
@@ -662,6 +705,7 @@ class Bench:
             parsed=None
             if stats0 is None or stats1 is None
             else stats1["telegrams"] - stats0["telegrams"],
+            threads=thread_delta(threads0, threads1),
         )
         if recording:
             result.latencies_ms, result.unmatched = self._latencies(side, t0, t1)
@@ -725,6 +769,7 @@ class Bench:
             return
         time.sleep(self.args.settle)
         start = {name: proc_cpu_s(side.pid) for name, side in self.sides.items()}
+        threads = {name: proc_threads(side.pid) for name, side in self.sides.items()}
         t0 = time.monotonic()
         time.sleep(self.args.idle_seconds)
         seconds = time.monotonic() - t0
@@ -735,6 +780,17 @@ class Bench:
             + ", ".join(f"{n} {v:.2f} %" for n, v in self.idle_percent.items()),
             flush=True,
         )
+        for name, side in self.sides.items():
+            used = thread_delta(threads[name], proc_threads(side.pid))
+            print(
+                f"    {name} threads (CPU %, wake-ups/s): "
+                + ", ".join(
+                    f"{t} {100 * u.cpu_s / seconds:.2f} % {u.switches / seconds:.1f}"
+                    for t, u in sorted(used.items(), key=lambda kv: -kv[1].cpu_s)
+                    if u.cpu_s or u.switches
+                ),
+                flush=True,
+            )
 
     def run(self) -> None:
         """Idle, then all rounds: each phase kind for each side, the order rotating per round."""
@@ -800,6 +856,13 @@ def _phase_line(r: PhaseResult) -> str:
         )
     if r.unmatched:
         text += f", {r.unmatched} unmatched"
+    if r.kind == "rig" and r.threads and r.sent:
+        used = sorted(r.threads.items(), key=lambda kv: -kv[1].cpu_s)
+        text += "\n      threads (CPU %, wake-ups per telegram): " + ", ".join(
+            f"{name} {100 * use.cpu_s / r.seconds:.2f} % {use.switches / r.sent:.1f}"
+            for name, use in used
+            if use.cpu_s or use.switches
+        )
     return text
 
 

@@ -47,6 +47,7 @@ from gateway.mux.health import HealthState, PortHealth, PortHealthSnapshot
 from gateway.mux.ports import OpenPort, is_missing, open_port, poll_read, read_fd
 from gateway.mux.profile import PortConfig
 from gateway.p1 import Frame, Framer
+from gateway.threadnames import name_this_thread
 
 log = logging.getLogger(__name__)
 
@@ -298,6 +299,7 @@ class Multiplexer:
         """The reader loop: select, read, frame, emit; then housekeeping; until stopped."""
         selector = self._selector
         assert selector is not None
+        name_this_thread(self._name)
         try:
             while not self._stopping:
                 ready = selector.select(self._timeout())

@@ -49,6 +49,7 @@ from gateway.publish.topics import (
     check_publishable_topic,
     validate_variant_id,
 )
+from gateway.threadnames import name_this_thread
 from gateway.timefmt import rfc3339_utc
 
 _READ_CHUNK = 256
@@ -674,6 +675,7 @@ class Publisher:
 
     def _run(self) -> None:
         """Writer loop: events, clock poll, refill, group commit, paho liveness."""
+        name_this_thread("p1gw-spool")
         interval = self.settings.spool.batch_interval
         next_commit = time.monotonic() + interval
         while True:
