@@ -67,6 +67,9 @@ EXIT_CONFIG = 2
 WATCH_INTERVAL_S = 1.0
 #: Seconds between routine health publications (state changes go out at once).
 HEALTH_INTERVAL_S = 5.0
+#: A timer this close to due when the main loop wakes counts as due (a timed wait may return
+#: a little early): the loop then does it now instead of waking again for it a moment later.
+DUE_SLACK_S = 0.005
 #: The reader loop wakes at least every 0.1 s; this much silence means it is stuck.
 READER_STALL_S = 5.0
 #: How long the reader thread yields after a telegram while the publisher lags (see
@@ -153,6 +156,13 @@ def watchdog_ok(progress: LoopProgress, liveness: PublisherLiveness, now_ns: int
     return reader_age_s <= READER_STALL_S and liveness.ok()
 
 
+def _next_due(due: float, every: float, now: float) -> float:
+    """The first time after `now` on the grid `due + k * every` (missed ticks are skipped)."""
+    if every <= 0:
+        return now
+    return due + every * (int((now - due) // every) + 1)
+
+
 def _utc_now() -> str:
     """Now, RFC 3339 UTC."""
     return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
@@ -201,6 +211,7 @@ class Gateway:
         self._watcher = FileWatcher.of(cfg.watched_files)
         self._stop = threading.Event()
         self._reload = threading.Event()
+        self._wake = threading.Event()  # set with each of the above and by port events
         self._health_due: set[str] = set()
         self._health_lock = threading.Lock()
 
@@ -248,6 +259,7 @@ class Gateway:
         """Log a port's state change and have its health published at once."""
         with self._health_lock:
             self._health_due.add(event.variant)
+        self._wake.set()  # the main loop publishes it now, not at its next timer
         if isinstance(event, PortOpened):
             log.info(
                 "port opened",
@@ -290,38 +302,52 @@ class Gateway:
         self.notifier.ready(self.summary())
 
     def request_stop(self) -> None:
-        """Ask the main loop to stop (signal-safe)."""
+        """Ask the main loop to stop (signal-safe); it wakes at once."""
         self._stop.set()
+        self._wake.set()
 
     def request_reload(self) -> None:
-        """Ask the main loop to reload the config (signal-safe)."""
+        """Ask the main loop to reload the config (signal-safe); it wakes at once."""
         self._reload.set()
+        self._wake.set()
 
-    def serve(self, tick_s: float = 0.25) -> None:
-        """Run the main loop until a stop is requested."""
-        next_watch = next_health = next_status = next_dog = time.monotonic()
+    def serve(self) -> None:
+        """Run the main loop until a stop is requested.
+
+        The loop sleeps until its next timer is due (config watch, health, status file,
+        watchdog) or until it is woken: by a stop or reload request, or by a port event whose
+        health is to go out now. The timers keep a common origin, so the ones of equal period
+        (the status file and the config watch, 1 s each by default) fall due together: one
+        wake-up a second when idle.
+        """
+        origin = time.monotonic()
+        next_watch = next_health = next_status = origin
         status_every = self.cfg.status.interval
         dog_every = self.notifier.watchdog_interval
-        while not self._stop.wait(tick_s):
-            now = time.monotonic()
+        next_dog = origin if dog_every is not None else float("inf")
+        while not self._stop.is_set():
+            self._wake.clear()  # before looking: a request made from here on wakes the next wait
+            now = time.monotonic() + DUE_SLACK_S
             if self._reload.is_set():
                 self._reload.clear()
                 self.reload("signal")
             elif now >= next_watch:
-                next_watch = now + WATCH_INTERVAL_S
+                next_watch = _next_due(next_watch, WATCH_INTERVAL_S, now)
                 changed = self._watcher.changed()
                 if changed:
                     self.reload("file changed: " + ", ".join(p.name for p in changed))
             routine = now >= next_health
             if routine:
-                next_health = now + HEALTH_INTERVAL_S
+                next_health = _next_due(next_health, HEALTH_INTERVAL_S, now)
             self.publish_health(everything=routine)
             if now >= next_status:
-                next_status = now + status_every
+                next_status = _next_due(next_status, status_every, now)
                 self.write_status()
             if dog_every is not None and now >= next_dog:
-                next_dog = now + dog_every
+                next_dog = _next_due(next_dog, dog_every, now)
                 self.feed_watchdog()
+            due = min(next_watch, next_health, next_status, next_dog)
+            self._wake.wait(max(0.0, due - time.monotonic()))
 
     def stop(self, timeout: float = 4.0) -> None:
         """Stop reading, flush what can be flushed, publish offline, within `timeout` s."""

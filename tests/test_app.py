@@ -113,3 +113,66 @@ def test_a_write_during_a_reload_is_still_seen_afterwards(
     assert gw.reload("file changed")
     assert gw.cfg.variants[0].model == "T211 rev B"
     assert gw._watcher.changed() == []
+
+
+def test_next_due_keeps_the_grid_and_skips_missed_ticks() -> None:
+    """Timers stay on due + k * every (so equal periods coincide); missed ticks are skipped."""
+    import gateway.app as app
+
+    assert app._next_due(10.0, 1.0, 10.0) == 11.0
+    assert app._next_due(10.0, 1.0, 10.4) == 11.0
+    assert app._next_due(10.0, 1.0, 13.5) == 14.0  # three ticks missed: no burst to catch up
+    assert app._next_due(10.0, 5.0, 9.0) == 10.0  # not yet due: the first tick after now
+
+
+class RecordingGateway:
+    """A real Gateway (not started) whose main loop runs in a thread, recording what it does."""
+
+    def __init__(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        import threading
+
+        import gateway.app as app
+
+        # No timer falls due during a test: whatever happens after the first pass was woken.
+        monkeypatch.setattr(app, "WATCH_INTERVAL_S", 3600.0)
+        monkeypatch.setattr(app, "HEALTH_INTERVAL_S", 3600.0)
+        path = write(tmp_path)
+        path.write_text(path.read_text() + "[status]\ninterval = 60\n")
+        self.gateway = app.Gateway(load_config(path))
+        self.health: list[bool] = []
+        self.reloads: list[str] = []
+        self.gateway.publish_health = self._health  # type: ignore[method-assign]
+        self.gateway.write_status = lambda state="running": None  # type: ignore[method-assign]
+        self.gateway.reload = self._reload  # type: ignore[method-assign]
+        self.thread = threading.Thread(target=self.gateway.serve, daemon=True)
+
+    def _health(self, *, everything: bool) -> None:
+        """Record a health pass that had something to publish."""
+        with self.gateway._health_lock:
+            due, self.gateway._health_due = self.gateway._health_due, set()
+        if due or everything:
+            self.health.append(everything)
+
+    def _reload(self, why: str) -> bool:
+        """Record a reload."""
+        self.reloads.append(why)
+        return True
+
+
+def test_main_loop_is_woken_by_port_events_reloads_and_stop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With every timer far off, a port event, SIGHUP's request and SIGTERM's still act."""
+    from gateway.mux import PortUp
+    from tests.support.mosquitto import wait_until
+
+    rec = RecordingGateway(tmp_path, monkeypatch)
+    rec.thread.start()
+    assert wait_until(lambda: rec.health == [True], 10)  # the first pass: routine health
+    rec.gateway.consume(PortUp("m1", 0, 0))  # as the reader thread reports it
+    assert wait_until(lambda: rec.health == [True, False], 10)
+    rec.gateway.request_reload()
+    assert wait_until(lambda: rec.reloads == ["signal"], 10)
+    rec.gateway.request_stop()
+    rec.thread.join(10)
+    assert not rec.thread.is_alive()
