@@ -48,15 +48,14 @@ TopicPrefix = Annotated[str, AfterValidator(validate_topic_prefix)]
 
 
 def _known_spec_names() -> frozenset[str]:
-    """The telegram specification names dsmr_parser defines, plus "auto"."""
-    from dsmr_parser import telegram_specifications as specs
+    """The telegram specification names dsmr_parser defines, plus "auto".
 
-    names = {
-        name
-        for name, value in vars(specs).items()
-        if name.isupper() and isinstance(value, dict) and "objects" in value
-    }
-    return frozenset(names | {"auto"})
+    From gateway.p1's spec table: importing dsmr_parser's specifications would load
+    cryptography and dlms_cosem into the daemon (~12 MB) for nothing.
+    """
+    from gateway.p1.specs import AUTO, SPEC_NAMES
+
+    return frozenset((*SPEC_NAMES, AUTO))
 
 
 def _check_spec(value: str) -> str:

@@ -6,6 +6,13 @@ specification lists objects with an `obis_reference` regex, a parser class and v
 coercing to Decimal, int, str or a timestamp. We do not run its parsers; we read those lists,
 once per (spec, OBIS code), into a small `Plan` that the decoder applies to the line.
 
+The lists are read through `spec_rows`: dsmr_parser's objects described as plain rows. Importing
+dsmr_parser's specifications imports its `parsers` module, which loads cryptography and
+dlms_cosem (for decryption the daemon never does: ~12 MB of RSS), so the rows ship as a table
+generated from dsmr_parser (`gateway/p1/spec_table.py`, from `render_spec_table`), used only
+while its digest matches the installed dsmr_parser's sources; otherwise the rows are read from
+dsmr_parser itself, at first use.
+
 Which spec object a code belongs to: the object whose `obis_reference` code pattern (the part
 before its `.+?`) matches the code as the meter wrote it, where the match ends at the end of the
 code or before a non-digit (so `1-0:1.8.0*255` is 1.8.0 but `0-0:96.1.10` is not 96.1.1). When
@@ -17,52 +24,131 @@ takes any channel (`\\d-\\d:`); among equals, the first in the spec's own order.
 from __future__ import annotations
 
 import enum
+import hashlib
+import importlib.util
 import re
 from dataclasses import dataclass
-from decimal import Decimal
 from functools import cache
 from typing import Any
-
-from dsmr_parser import parsers as dsmr_parsers
-from dsmr_parser import telegram_specifications as dsmr_specs
-from dsmr_parser.value_types import timestamp as dsmr_timestamp
 
 from gateway.errors import DecodeError
 
 #: The spec name that asks the decoder to detect the spec from the telegram itself.
 AUTO = "auto"
 
+#: dsmr_parser's modules whose text defines the specifications (their hash keys the table).
+DSMR_SOURCES = (
+    "telegram_specifications",
+    "parsers",
+    "profile_generic_specifications",
+    "value_types",
+    "obis_references",
+)
 
-def _spec_table() -> dict[str, dict[str, Any]]:
-    """dsmr_parser's telegram specifications by name (every module-level dict with objects)."""
-    table: dict[str, dict[str, Any]] = {}
-    for name in dir(dsmr_specs):
+#: One spec object as the plans need it: (its `obis_reference` code pattern, its value name,
+#: its parser's family, the value groups' coercions, the power-failure log's buffer types).
+SpecRow = tuple[str, str, str, tuple[str, ...], tuple[tuple[str, tuple[str, ...]], ...]]
+
+
+def dsmr_sources_digest() -> str | None:
+    """SHA-256 over the installed dsmr_parser's spec-defining sources, None if unreadable.
+
+    Read through the import system (`find_spec`, the loader's `get_data`), which imports only
+    the empty `dsmr_parser` package, not its `parsers` module: that one imports cryptography
+    and dlms_cosem at the top, ~12 MB of RSS for decryption the daemon never does.
+    """
+    digest = hashlib.sha256()
+    for module in DSMR_SOURCES:
+        try:
+            found = importlib.util.find_spec(f"dsmr_parser.{module}")
+            if found is None or found.origin is None or found.loader is None:
+                return None
+            source: bytes = found.loader.get_data(found.origin)  # type: ignore[attr-defined]
+        except (ImportError, ValueError, OSError):
+            return None
+        digest.update(module.encode() + b"\0" + source + b"\0")
+    return digest.hexdigest()
+
+
+def describe_dsmr_specs() -> dict[str, tuple[SpecRow, ...]]:
+    """Read dsmr_parser's telegram specifications (every module-level dict with objects) into
+    plain rows: the reference the shipped table (`gateway.p1.spec_table`) is generated from."""
+    from dsmr_parser import parsers as dsmr_parsers
+    from dsmr_parser import telegram_specifications as dsmr_specs
+
+    def row(obj: dict[str, Any]) -> SpecRow:
+        parser = obj["value_parser"]
+        code_regex: str = obj["obis_reference"].split(".+?", 1)[0]
+        name: str = obj["value_name"]
+        if isinstance(parser, dsmr_parsers.MaxDemandParser):
+            return code_regex, name, "max_demand", (), ()
+        if isinstance(parser, dsmr_parsers.ProfileGenericParser):
+            # value_formats grows as dsmr_parser parses (it extends the list): only its head
+            # counts, the buffer types and the parsers for unidentified entries.
+            types = tuple(
+                (str(code), tuple(_coerce_name(p) for p in entry))
+                for code, entry in parser.buffer_types.items()
+            )
+            unidentified = tuple(_coerce_name(p) for p in parser.parsers_for_unidentified)
+            return code_regex, name, "profile", unidentified, types
+        coerce = tuple(_coerce_name(p) for p in parser.value_formats)
+        if isinstance(parser, dsmr_parsers.MBusParser):
+            return code_regex, name, "mbus", coerce, ()
+        return code_regex, name, "cosem", coerce, ()
+
+    table: dict[str, tuple[SpecRow, ...]] = {}
+    for name in sorted(dir(dsmr_specs)):
         value = getattr(dsmr_specs, name)
         if name.isupper() and isinstance(value, dict) and isinstance(value.get("objects"), list):
-            table[name] = value
+            table[name] = tuple(row(obj) for obj in value["objects"])
     return table
 
 
-_SPECS = _spec_table()
+def _coerce_name(value_parser: Any) -> str:
+    """The Coerce name of one dsmr_parser ValueParser (an unknown type is kept as text)."""
+    from decimal import Decimal
+
+    from dsmr_parser.value_types import timestamp
+
+    coerce_type = getattr(value_parser, "coerce_type", None)
+    names: dict[object, str] = {Decimal: "DECIMAL", int: "INTEGER", str: "TEXT", timestamp: "TIME"}
+    return names.get(coerce_type, "TEXT")
+
+
+@cache
+def spec_rows() -> dict[str, tuple[SpecRow, ...]]:
+    """The specifications' rows: the shipped table when it was generated from the installed
+    dsmr_parser's very sources (same digest), else read from dsmr_parser itself."""
+    try:
+        from gateway.p1 import spec_table
+    except ImportError:  # not generated: `render_spec_table` renders it
+        return describe_dsmr_specs()
+    if dsmr_sources_digest() == spec_table.DSMR_SOURCES_SHA256:
+        return spec_table.SPECS
+    return describe_dsmr_specs()
+
 
 #: Every spec name an explicit `spec=` may give (dsmr_parser's names), sorted.
-SPEC_NAMES: tuple[str, ...] = tuple(sorted(_SPECS))
+SPEC_NAMES: tuple[str, ...] = tuple(sorted(spec_rows()))
 
 
 def spec_definition(name: str) -> dict[str, Any]:
-    """dsmr_parser's specification dict for a spec name; DecodeError for an unknown name."""
-    try:
-        return _SPECS[name]
-    except (KeyError, TypeError):
-        raise DecodeError(
-            f"unknown telegram spec {name!r}; known: auto, {', '.join(SPEC_NAMES)}"
-        ) from None
+    """dsmr_parser's specification dict for a spec name; DecodeError for an unknown name.
+
+    Imports dsmr_parser (and its cryptography stack): for tools that run dsmr_parser itself;
+    the decoder only needs `check_spec_name`.
+    """
+    check_spec_name(name)
+    from dsmr_parser import telegram_specifications as dsmr_specs
+
+    definition: dict[str, Any] = getattr(dsmr_specs, name)
+    return definition
 
 
 def check_spec_name(name: str) -> str:
     """Return `name` if it is 'auto' or a dsmr_parser spec name; DecodeError otherwise."""
-    if name != AUTO:
-        spec_definition(name)
+    if name != AUTO and name not in spec_rows():
+        raise DecodeError(f"unknown telegram spec {name!r}; known: auto, {', '.join(SPEC_NAMES)}")
     return name
 
 
@@ -205,18 +291,6 @@ class Plan:
 #: Name parts that mark an identifier or a text, whose hex form may be decoded as 'text'.
 _TEXTUAL_NAME_PARTS = ("IDENTIFIER", "TEXT_MESSAGE", "SERIAL", "DEVICE_NAME")
 
-_COERCIONS: dict[object, Coerce] = {
-    Decimal: Coerce.DECIMAL,
-    int: Coerce.INTEGER,
-    str: Coerce.TEXT,
-    dsmr_timestamp: Coerce.TIME,
-}
-
-
-def _coerce_of(value_parser: Any) -> Coerce:
-    """Our coercion for one dsmr_parser ValueParser (an unknown type is kept as text)."""
-    return _COERCIONS.get(getattr(value_parser, "coerce_type", None), Coerce.TEXT)
-
 
 @dataclass(frozen=True, slots=True)
 class _SpecObject:
@@ -225,8 +299,7 @@ class _SpecObject:
     index: int
     code_pattern: re.Pattern[str]
     pins_channel: bool
-    name: str
-    parser: Any
+    row: SpecRow
 
 
 _CHANNEL_FIELD = re.compile(r"^\^?[^-]*-(.*?):")
@@ -235,15 +308,13 @@ _CHANNEL_FIELD = re.compile(r"^\^?[^-]*-(.*?):")
 @cache
 def _spec_objects(spec: str) -> tuple[_SpecObject, ...]:
     """The objects of a spec with their code patterns, in the spec's order."""
+    check_spec_name(spec)
     objects = []
-    for index, obj in enumerate(spec_definition(spec)["objects"]):
-        reference: str = obj["obis_reference"]
-        code_regex = reference.split(".+?", 1)[0]
+    for index, row in enumerate(spec_rows()[spec]):
+        code_regex = row[0]
         channel = _CHANNEL_FIELD.match(code_regex)
         pins = channel is not None and channel.group(1) != r"\d"
-        objects.append(
-            _SpecObject(index, re.compile(code_regex), pins, obj["value_name"], obj["value_parser"])
-        )
+        objects.append(_SpecObject(index, re.compile(code_regex), pins, row))
     return tuple(objects)
 
 
@@ -258,7 +329,7 @@ def _matches(obj: _SpecObject, code: str) -> bool:
 
 def matching_names(spec: str, code: str) -> tuple[str, ...]:
     """Every dsmr_parser value name of the spec whose pattern matches `code`, in spec order."""
-    return tuple(obj.name for obj in _spec_objects(spec) if _matches(obj, code))
+    return tuple(obj.row[1] for obj in _spec_objects(spec) if _matches(obj, code))
 
 
 def plan_for(spec: str, code: str) -> Plan:
@@ -267,24 +338,20 @@ def plan_for(spec: str, code: str) -> Plan:
     if not candidates:
         return Plan(Kind.UNKNOWN, None)
     chosen = min(candidates, key=lambda obj: (not obj.pins_channel, obj.index))
-    return _plan_of(chosen.name, chosen.parser)
+    return _plan_of(chosen.row)
 
 
-def _plan_of(name: str, parser: Any) -> Plan:
-    """Read one dsmr_parser value parser into a plan."""
+def _plan_of(row: SpecRow) -> Plan:
+    """Read one spec row (a dsmr_parser value parser, described) into a plan."""
+    _, name, family, coerce_names, buffer_names = row
     hex_text = any(part in name for part in _TEXTUAL_NAME_PARTS)
-    if isinstance(parser, dsmr_parsers.MaxDemandParser):
+    coerce = tuple(Coerce[c] for c in coerce_names)
+    if family == "max_demand":
         return Plan(Kind.MAX_DEMAND, name, (Coerce.TIME, Coerce.TIME, Coerce.DECIMAL))
-    if isinstance(parser, dsmr_parsers.ProfileGenericParser):
-        # value_formats grows as dsmr_parser parses (it extends the list): only its head counts.
-        types = tuple(
-            (str(code), tuple(_coerce_of(p) for p in entry))
-            for code, entry in parser.buffer_types.items()
-        )
-        unidentified = tuple(_coerce_of(p) for p in parser.parsers_for_unidentified)
-        return Plan(Kind.PROFILE, name, unidentified, buffer_types=types)
-    coerce = tuple(_coerce_of(p) for p in parser.value_formats)
-    if isinstance(parser, dsmr_parsers.MBusParser):
+    if family == "profile":
+        types = tuple((code, tuple(Coerce[c] for c in entry)) for code, entry in buffer_names)
+        return Plan(Kind.PROFILE, name, coerce, buffer_types=types)
+    if family == "mbus":
         if coerce == (Coerce.TIME, Coerce.DECIMAL):
             return Plan(Kind.MBUS, name, coerce)
         return Plan(Kind.MBUS_V2, name, coerce)
@@ -292,3 +359,46 @@ def _plan_of(name: str, parser: Any) -> Plan:
         kind = (Kind.DECIMAL, Kind.INTEGER, Kind.TEXT, Kind.TIME)[coerce[0]]
         return Plan(kind, name, coerce, hex_text=hex_text and kind is Kind.TEXT)
     return Plan(Kind.COSEM_MULTI, name, coerce)
+
+
+#: The shell command that regenerates the table, from the project's folder.
+REGENERATE = (
+    ".venv/bin/python -c 'import sys; from gateway.p1.specs import render_spec_table as r;"
+    " sys.stdout.write(r())' > gateway/p1/spec_table.py.new"
+    " && mv gateway/p1/spec_table.py.new gateway/p1/spec_table.py"
+    " && .venv/bin/ruff format gateway/p1/spec_table.py"
+)
+
+
+def render_spec_table() -> str:
+    """The text of `gateway/p1/spec_table.py`, from the installed dsmr_parser.
+
+    After an upgrade of dsmr_parser (tests/p1/test_spec_table.py fails), write this text to
+    gateway/p1/spec_table.py and `ruff format` it (REGENERATE is the command).
+    """
+    lines = [
+        '"""dsmr_parser\'s telegram specifications as plain rows, so that the daemon need not',
+        "import dsmr_parser (whose parsers module loads cryptography and dlms_cosem).",
+        "",
+        "Generated by `gateway.p1.specs.render_spec_table`; do not edit. `spec_rows` uses it",
+        "only while DSMR_SOURCES_SHA256 matches the installed dsmr_parser's sources, and reads",
+        "dsmr_parser itself otherwise; tests/p1/test_spec_table.py checks it against dsmr_parser.",
+        '"""',
+        "",
+        "from __future__ import annotations",
+        "",
+        "from typing import TYPE_CHECKING",
+        "",
+        "if TYPE_CHECKING:",
+        "    from gateway.p1.specs import SpecRow",
+        "",
+        f"DSMR_SOURCES_SHA256 = {dsmr_sources_digest()!r}",
+        "",
+        "SPECS: dict[str, tuple[SpecRow, ...]] = {",
+    ]
+    for spec, rows in describe_dsmr_specs().items():
+        lines.append(f"    {spec!r}: (")
+        lines.extend(f"        {row!r}," for row in rows)
+        lines.append("    ),")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
