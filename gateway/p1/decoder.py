@@ -22,7 +22,7 @@ from typing import Any
 from gateway.errors import ChecksumError, DecodeError, GatewayError
 from gateway.p1.crc import crc16
 from gateway.p1.specs import AUTO, Coerce, Kind, Plan, detect_spec, plan_for, spec_definition
-from gateway.p1.telegram import Telegram
+from gateway.p1.telegram import LineRecord, Telegram
 from gateway.p1.timestamps import DEFAULT_ZONE, convert, zone_info
 
 #: One decoded object: {"name": str|None, "value": ..., "unit": str|None, ...}.
@@ -69,9 +69,13 @@ def decode_telegram(
     return Telegram(*_decode(raw, spec, zone, crc_verified))
 
 
-def _decode(
-    raw: bytes, spec: str, zone: str | None, crc_verified: bool = False
-) -> tuple[bytes, str, str, str | None, dict[str, DecodedObject]]:
+#: The pieces of a Telegram, in its fields' order.
+_Pieces = tuple[
+    bytes, str, str, str | None, dict[str, DecodedObject], tuple[LineRecord | None, ...] | None
+]
+
+
+def _decode(raw: bytes, spec: str, zone: str | None, crc_verified: bool = False) -> _Pieces:
     """The pieces of a Telegram; every unexpected failure becomes a DecodeError."""
     try:
         return _decode_checked(raw, spec, zone, crc_verified)
@@ -81,9 +85,7 @@ def _decode(
         raise DecodeError(f"internal error while decoding: {exc!r}") from exc
 
 
-def _decode_checked(
-    raw: bytes, spec: str, zone: str | None, crc_verified: bool = False
-) -> tuple[bytes, str, str, str | None, dict[str, DecodedObject]]:
+def _decode_checked(raw: bytes, spec: str, zone: str | None, crc_verified: bool = False) -> _Pieces:
     """Locate the frame, check its CRC, pick the spec and decode the lines."""
     if not isinstance(raw, bytes):
         if not isinstance(raw, bytearray | memoryview):
@@ -127,9 +129,9 @@ def _decode_checked(
         header, body = text[1:], ""
     else:
         header, body = text[1:newline].rstrip("\r"), text[newline + 1 :]
-    objects = _decode_body(body, spec, zone)
+    objects, lines = _decode_body(body, spec, zone)
     meter_time = _meter_time(objects, zone)
-    return frame, spec, header, meter_time, objects
+    return frame, spec, header, meter_time, objects, lines
 
 
 def _meter_time(objects: dict[str, DecodedObject], zone: str) -> str | None:
@@ -146,7 +148,8 @@ def _meter_time(objects: dict[str, DecodedObject], zone: str) -> str | None:
 #: A plan table entry: (kind, name, hex_text, plan), the first three unpacked for speed.
 _Entry = tuple[int, str | None, bool, Plan]
 
-#: A memo entry: (code, decoded object, whether its value is a list to copy deeply).
+#: A memo entry: (code, decoded object, whether its value is a list to copy deeply). It is
+#: also the line's `LineRecord` in `Telegram.lines`: the object in it is never changed.
 _Memo = tuple[str, DecodedObject, bool]
 
 _ENTRY_TABLES: dict[str, dict[str, _Entry]] = {}
@@ -171,8 +174,11 @@ def _entry(spec: str, table: dict[str, _Entry], code: str) -> _Entry:
     return entry
 
 
-def _decode_body(body: str, spec: str, zone: str) -> dict[str, DecodedObject]:
-    """Decode every line of the body (the lines between the header and '!').
+def _decode_body(
+    body: str, spec: str, zone: str
+) -> tuple[dict[str, DecodedObject], tuple[_Memo | None, ...] | None]:
+    """Decode every line of the body (the lines between the header and '!'): the objects,
+    and per object the memo entry of its line (see `Telegram.lines`).
 
     A line already seen (same spec and zone) is copied from the memo: meters repeat most
     lines telegram after telegram. Others take the inline path of their kind, or the general
@@ -196,6 +202,8 @@ def _decode_body(body: str, spec: str, zone: str) -> dict[str, DecodedObject]:
     memo_get = memo.get
     table_get = table.get
     objects: dict[str, DecodedObject] = {}
+    lines: list[_Memo | None] = []
+    add_line = lines.append
     expected = len(pieces)
     for piece in pieces:
         hit = memo_get(piece)
@@ -206,6 +214,7 @@ def _decode_body(body: str, spec: str, zone: str) -> dict[str, DecodedObject]:
         if hit is not None:
             code, template, nested = hit
             objects[code] = _deep_copy(template) if nested else template.copy()
+            add_line(hit)
             continue
         code, sep, rest = piece.partition("(")
         entry = table_get(code)
@@ -253,21 +262,28 @@ def _decode_body(body: str, spec: str, zone: str) -> dict[str, DecodedObject]:
                 obj = {"name": name, "value": iso, "unit": None}
         if obj is not None:
             objects[code] = obj
-            memo[piece] = (code, obj.copy(), False)
+            memo[piece] = record = (code, obj.copy(), False)
+            add_line(record)
             continue
         if not sep or "\n" in piece:  # not one regular line: blank lines, LF-only ends...
-            expected += _decode_text(piece + ")", spec, table, zone, objects) - 1
+            count = _decode_text(piece + ")", spec, table, zone, objects)
+            expected += count - 1
+            lines.extend([None] * count)
             continue
         obj = _decode_line(plan, piece + ")", zone)
         nested = isinstance(obj["value"], list)
         objects[code] = obj
-        memo[piece] = (code, _deep_copy(obj) if nested else obj.copy(), nested)
+        memo[piece] = record = (code, _deep_copy(obj) if nested else obj.copy(), nested)
+        add_line(record)
     if tail.strip():
-        expected += _decode_text(tail, spec, table, zone, objects)
+        count = _decode_text(tail, spec, table, zone, objects)
+        expected += count
+        lines.extend([None] * count)
     if len(objects) != expected:  # a code repeated: decode again, keeping every line
         objects = {}
         _decode_text(body, spec, table, zone, objects, keep_repeats=True)
-    return objects
+        return objects, None
+    return objects, tuple(lines)
 
 
 def _deep_copy(obj: DecodedObject) -> DecodedObject:
