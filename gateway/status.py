@@ -11,7 +11,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -27,16 +26,31 @@ _STATE_COLOURS = {"up": "32", "silent": "33", "down": "31"}
 
 
 def write_status_file(path: Path, status: Mapping[str, Any]) -> None:
-    """Replace the status file atomically (write a temporary file, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".status-", dir=path.parent)
+    """Replace the status file atomically (write a temporary file, then rename).
+
+    `json.dumps` then one write (`json.dump` to a file runs the pure-Python encoder); the
+    temporary file's name is fixed per process (no random name to find), and the folder is
+    made only when it is missing. The file is always mode 0644, whatever the umask.
+    """
+    data = json.dumps(status, separators=(",", ":"), default=str).encode("utf-8")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(status, fh, separators=(",", ":"), default=str)
-        os.chmod(tmp, 0o644)
+        fd = os.open(tmp, flags, 0o644)
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(tmp, flags, 0o644)
+    try:
+        try:
+            os.fchmod(fd, 0o644)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 

@@ -85,3 +85,20 @@ def test_status_cli_without_a_daemon(tmp_path: Path) -> None:
     )
     assert out.returncode == 1
     assert "is p1-gateway running" in out.stdout
+
+
+def test_status_file_is_replaced_whole_with_mode_0644(tmp_path: Path) -> None:
+    """Each write replaces the file (no temporary file left), mode 0644 whatever the umask."""
+    import os
+    import stat
+
+    path = tmp_path / "status.json"
+    old = os.umask(0o077)
+    try:
+        write_status_file(path, {"rig": "rig-a", "n": 1, "at": datetime(2026, 1, 1, tzinfo=UTC)})
+        write_status_file(path, {"rig": "rig-a", "n": 2})
+    finally:
+        os.umask(old)
+    assert read_status_file(path) == {"rig": "rig-a", "n": 2}
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == ["status.json"]
