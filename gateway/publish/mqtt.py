@@ -1,20 +1,41 @@
-"""The MQTT link: a thin shell over paho-mqtt 2.x that never raises from paho's thread.
+"""The MQTT link: a thin shell over paho-mqtt 2.x, driven by a network thread of our own.
 
-Callbacks do almost nothing: they set flags and put events on a queue for the publisher's
-writer thread (never taking the publisher's lock: paho calls on_publish while holding its own
-message lock, which `publish()` takes too). On every successful connect, paho's own store of
-unacknowledged messages is dropped (`drop_out_messages`): the spool owns redelivery, so resends
-come out in spool order and nothing waits in paho's memory during an outage.
+paho's `loop_start()` thread is not used: every `publish()` would write a byte to a socketpair
+to wake that thread, which then writes the packet: two thread hand-offs per message, the
+largest cost of a telegram at rig load. Our thread (`p1gw-mqtt`) runs paho's documented
+external-loop calls (`loop_read`, `loop_write`, `loop_misc`, `reconnect`) over a `select` of
+the broker socket and a wake-up pipe, and reconnects with the configured backoff. A publish
+then writes its packet to the socket in the caller's thread, under one lock that serialises
+every paho call that can write (so two threads never interleave bytes of two packets).
+The network thread wakes only for what the broker sends (PUBACKs, CONNACK, PINGRESP), for the
+keep-alive, and when a write could not complete (socket buffer full).
+
+Acknowledgements are not queued to the publisher's writer thread: `on_publish` appends them to
+`acks`, and after each loop iteration the network thread hands them over through `on_acks`,
+outside paho's locks. While the publisher has nothing waiting for the window, the thread
+lingers `linger()` seconds after reading, so the PUBACKs of several telegrams are read in one
+wake-up instead of one each.
+
+Callbacks do almost nothing: they set flags, append acks, and put the rare connection events on
+a queue for the publisher's writer thread (never taking the publisher's lock: paho calls
+on_publish while holding its own message lock, which `publish()` takes too). On every
+successful connect, paho's own store of unacknowledged messages is dropped
+(`drop_out_messages`): the spool owns redelivery, so resends come out in spool order and nothing
+waits in paho's memory during an outage.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
 import queue
+import select
 import socket
 import ssl
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +47,9 @@ from paho.mqtt.properties import Properties
 
 from gateway.errors import BrokerError
 from gateway.publish.settings import MqttSettings
+from gateway.threadnames import name_this_thread
+
+log = logging.getLogger(__name__)
 
 #: CONNACK reason "Unsupported protocol version" (also what paho reports when a 3.1.1-only
 #: broker answers a v5 CONNECT with return code 1).
@@ -36,17 +60,31 @@ CONTROL_SLACK = 16
 
 #: paho's socket connect timeout (its default), part of the liveness budget while away.
 CONNECT_TIMEOUT_S = 5.0
-#: While connected paho's loop iterates at least once a second; allow for stalls.
+#: While connected the network loop iterates at least every NETWORK_TICK_S; allow for stalls.
 CONNECTED_BUDGET_S = 10.0
+#: How long the network thread waits for the broker before its keep-alive housekeeping.
+NETWORK_TICK_S = 1.0
+#: After an unexpected error in the network loop, pause this long before going on.
+LOOP_ERROR_PAUSE_S = 0.1
 
 
 class _Client(mqtt.Client):
-    """paho's client, noting each network-loop iteration (`_loop` ends in `loop_misc`)."""
+    """paho's client for our own network thread: writes serialised, loop iterations noted."""
 
     loop_progress: float = 0.0
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.io_lock = threading.RLock()
+        """Held around every paho call that can write to the socket (see the module doc)."""
+
+    def loop_write(self) -> MQTTErrorCode:
+        """paho's write, serialised: a publishing thread and the network thread may both write."""
+        with self.io_lock:
+            return super().loop_write()
+
     def loop_misc(self) -> MQTTErrorCode:
-        """Record that the loop iterated, then do paho's work."""
+        """Record that the loop iterated, then do paho's work (keep-alive)."""
         self.loop_progress = time.monotonic()
         return super().loop_misc()
 
@@ -124,7 +162,7 @@ def _code(reason_code: Any) -> int:
 
 
 class MqttLink:
-    """One broker connection with paho's network thread, reconnecting with paho's backoff."""
+    """One broker connection with our own network thread, reconnecting with backoff."""
 
     def __init__(
         self,
@@ -149,9 +187,20 @@ class MqttLink:
         self.last_progress = monotonic()
         """Monotonic time of our callbacks' last sign of life (see `progress_time`)."""
         self.callback_errors = 0
+        self.loop_errors = 0
         self.restarts = 0
         self.fallbacks = 0
+        self.acks: deque[Acked] = deque()
+        """PUBACKs (and QoS 0 writes) not yet taken by the publisher, oldest first."""
+        self.on_acks: Callable[[], None] | None = None
+        """Called by the network thread, outside paho's locks, when `acks` is not empty."""
+        self.linger: Callable[[], float] = lambda: 0.0
+        """Seconds the network thread may wait after a read before reading again."""
         self._client: _Client | None = None
+        self._thread: threading.Thread | None = None
+        self._halt = threading.Event()
+        self._retry_delay: float | None = None
+        self._wake_r = self._wake_w = -1
         self._props_key: tuple[tuple[str, str], ...] = ()
         self._props: Properties | None = None
         self._stopping = False
@@ -194,7 +243,7 @@ class MqttLink:
         return client
 
     def _connect(self, client: _Client) -> None:
-        """connect_async + loop_start."""
+        """connect_async (nothing is sent yet) and start the network thread, which connects."""
         s = self.settings
         try:
             if self.protocol == "5":
@@ -203,12 +252,34 @@ class MqttLink:
                 client.connect_async(s.host, s.port, keepalive=s.keepalive)
         except (OSError, ValueError) as exc:
             raise BrokerError(f"cannot connect to {s.host}:{s.port}: {exc}") from exc
-        client.loop_start()
+        self._retry_delay = None
+        self._start_thread(client)
+
+    def _start_thread(self, client: _Client) -> None:
+        """Start a network thread for `client` (the caller holds `_lock`)."""
+        self._halt = threading.Event()
+        self._thread = threading.Thread(
+            target=self._network, args=(client, self._halt), name="p1gw-mqtt", daemon=True
+        )
+        self._thread.start()
+
+    def _halt_thread(self) -> None:
+        """Ask the network thread to end and wait for it (the caller holds `_lock`)."""
+        self._halt.set()
+        self._wake()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(CONNECT_TIMEOUT_S + 1.0)
+        self._thread = None
 
     def start(self) -> None:
-        """Configure paho, then connect in the background (paho retries until it succeeds)."""
+        """Configure paho, then connect in the background (retrying until it succeeds)."""
         with self._lock:
             self._stopping = False
+            if self._wake_r < 0:
+                self._wake_r, self._wake_w = os.pipe()
+                os.set_blocking(self._wake_r, False)
+                os.set_blocking(self._wake_w, False)
             self._client = self._build()
             self._connect(self._client)
 
@@ -220,10 +291,99 @@ class MqttLink:
             old = self._client
             self.protocol = "3.1.1"
             self.fallbacks += 1
+            self._halt_thread()
             if old is not None:
-                old.loop_stop()
+                with old.io_lock, contextlib.suppress(Exception):
+                    old.disconnect()
             self._client = self._build()
             self._connect(self._client)
+
+    # --- the network thread --------------------------------------------------------------
+
+    def _wake(self) -> None:
+        """Interrupt the network thread's select (a full pipe means it wakes anyway)."""
+        if self._wake_w >= 0:
+            with contextlib.suppress(OSError):
+                os.write(self._wake_w, b"\0")
+
+    def _drain_wake(self) -> None:
+        """Empty the wake-up pipe."""
+        with contextlib.suppress(OSError):
+            while os.read(self._wake_r, 4096):
+                pass
+
+    def _network(self, client: _Client, halt: threading.Event) -> None:
+        """The network thread: connect with backoff, then read, write and keep alive."""
+        name_this_thread("p1gw-mqtt")
+        while not halt.is_set():
+            try:
+                if client.socket() is None:
+                    self._connect_once(client, halt)
+                else:
+                    self._serve_once(client, halt)
+            except Exception:
+                self.loop_errors += 1
+                if self.loop_errors <= 3 or self.loop_errors % 1000 == 0:
+                    log.exception(
+                        "MQTT network loop failed (%d so far); it goes on", self.loop_errors
+                    )
+                halt.wait(LOOP_ERROR_PAUSE_S)
+
+    def _connect_once(self, client: _Client, halt: threading.Event) -> None:
+        """One connection attempt, after the backoff when an earlier one failed or was lost."""
+        delay = self._retry_delay
+        if halt.is_set() or (delay is not None and halt.wait(delay)):
+            return
+        s = self.settings
+        nxt = s.reconnect_min_delay if delay is None else delay * 2
+        self._retry_delay = max(1.0, min(nxt, s.reconnect_max_delay))
+        try:
+            # Not under io_lock: a connect may wait CONNECT_TIMEOUT_S on an unreachable host,
+            # and nothing publishes meanwhile (the publisher sends only while connected).
+            client.reconnect()
+        except (OSError, ssl.SSLError, ValueError):
+            self._on_connect_fail(client, None)
+
+    def _serve_once(self, client: _Client, halt: threading.Event) -> None:
+        """Wait for the broker (or a wake-up), then read, write what is left, and keep alive."""
+        sock = client.socket()
+        if sock is None:
+            return
+        pending = getattr(sock, "pending", None)
+        if callable(pending) and pending() > 0:  # TLS bytes already decrypted
+            readable = True
+        else:
+            rlist: list[Any] = [sock, self._wake_r]
+            wlist: list[Any] = [sock] if client.want_write() else []
+            try:
+                ready, _, _ = select.select(rlist, wlist, [], NETWORK_TICK_S)
+            except (OSError, ValueError, TypeError):  # closed under us: paho notices below
+                ready = []
+            if self._wake_r in ready:
+                self._drain_wake()
+            readable = sock in ready
+        with client.io_lock:
+            if readable:
+                client.loop_read()
+            if client.want_write():
+                client.loop_write()
+            client.loop_misc()
+        self._deliver_acks()
+        if readable and not halt.is_set():
+            linger = self.linger()
+            if linger > 0 and not client.want_write():
+                with contextlib.suppress(OSError, ValueError):
+                    if select.select([self._wake_r], [], [], linger)[0]:
+                        self._drain_wake()
+
+    def _deliver_acks(self) -> None:
+        """Hand the acknowledgements read so far to the publisher (outside paho's locks)."""
+        hook = self.on_acks
+        if self.acks and hook is not None:
+            try:
+                hook()
+            except Exception as exc:
+                self._failed("on_acks", exc)
 
     # --- callbacks (paho's thread: never raise, never block) --------------------------
 
@@ -260,6 +420,7 @@ class MqttLink:
                 )
                 return
             client.drop_out_messages()
+            self._retry_delay = None
             self.generation += 1
             self.connected = True
             receive_max = getattr(properties, "ReceiveMaximum", None) if properties else None
@@ -297,11 +458,11 @@ class MqttLink:
     def _on_publish(
         self, client: Any, userdata: Any, mid: int, reason_code: Any, properties: Any
     ) -> None:
-        """PUBACK (or QoS 0 written): report success or the broker's refusal."""
+        """PUBACK (or QoS 0 written): note success or the broker's refusal for the publisher."""
         try:
             self.last_progress = self._monotonic()
             failure = bool(getattr(reason_code, "is_failure", False))
-            self.events.put(
+            self.acks.append(
                 Acked(self.generation, mid, failure, _code(reason_code), str(reason_code))
             )
         except Exception as exc:
@@ -331,7 +492,11 @@ class MqttLink:
                 props.UserProperty = list(key)
                 self._props_key, self._props = key, props
             props = self._props
-        info = client.publish(topic, payload, qos=qos, retain=retain, properties=props)
+        with client.io_lock:
+            info = client.publish(topic, payload, qos=qos, retain=retain, properties=props)
+            unsent = client.want_write()
+        if unsent:  # the socket took only part: the network thread writes the rest
+            self._wake()
         rc = info.rc
         accepted = rc == MQTTErrorCode.MQTT_ERR_SUCCESS or (
             rc == MQTTErrorCode.MQTT_ERR_NO_CONN and qos > 0
@@ -339,10 +504,10 @@ class MqttLink:
         return PublishResult(accepted, info.mid, int(rc))
 
     def progress_time(self) -> float:
-        """When paho's network loop last made progress (monotonic seconds).
+        """When the network loop last made progress (monotonic seconds).
 
-        While connected the loop iterates at least once a second (`loop_misc`); while not,
-        it sleeps out its reconnect backoff and calls on_pre_connect on every attempt.
+        While connected the loop iterates at least every NETWORK_TICK_S (`loop_misc`); while
+        not, it sleeps out its reconnect backoff and calls on_pre_connect on every attempt.
         """
         client = self._client
         looped = client.loop_progress if client is not None else 0.0
@@ -355,31 +520,33 @@ class MqttLink:
         return float(self.settings.reconnect_max_delay) + CONNECT_TIMEOUT_S + 10.0
 
     def thread_alive(self) -> bool:
-        """Is paho's network thread running?"""
-        client = self._client
-        thread = getattr(client, "_thread", None) if client is not None else None
+        """Is the network thread running?"""
+        thread = self._thread
         return bool(thread is not None and thread.is_alive())
 
     def revive(self) -> bool:
-        """Restart paho's network thread if it died while we did not stop it; True if restarted."""
+        """Restart the network thread if it died while we did not stop it; True if restarted."""
         with self._lock:
             client = self._client
             if self._stopping or client is None or self.thread_alive():
                 return False
-            client.loop_stop()
-            client.loop_start()
+            self._start_thread(client)
             self.restarts += 1
             self.last_progress = self._monotonic()
             return True
 
     def stop(self) -> None:
-        """Disconnect cleanly (no last will) and stop paho's thread."""
+        """Disconnect cleanly (no last will) and end the network thread."""
         with self._lock:
             self._stopping = True
+            self._halt.set()  # before disconnecting: the thread must not connect again
             client = self._client
-            if client is None:
-                return
-            with contextlib.suppress(Exception):  # best effort on shutdown
-                client.disconnect()
-            client.loop_stop()
+            if client is not None:
+                with client.io_lock, contextlib.suppress(Exception):  # best effort on shutdown
+                    client.disconnect()
+            self._halt_thread()
             self.connected = False
+            for fd in (self._wake_r, self._wake_w):
+                if fd >= 0:
+                    os.close(fd)
+            self._wake_r = self._wake_w = -1

@@ -2,10 +2,14 @@
 
 Threads. The caller (the daemon's reader thread) calls `submit_telegram` / `submit_invalid`:
 they encode, route, take a seq, append to the in-memory batch and, when nothing older waits,
-publish at once (low latency). One writer thread owns the SQLite spool: it group-commits the
-batch every `batch_interval`, deletes what the broker acknowledged, sets aside what it refused,
-and refills the in-flight window from the spool in id order after an outage. paho's thread only
-sets flags and queues events (see `gateway.publish.mqtt`).
+publish at once (low latency: the packet is written to the socket in the caller's thread). The
+link's network thread reads the broker's PUBACKs and applies them here (outside paho's locks),
+refilling the in-flight window from memory; while nothing waits, it gathers PUBACKs for
+ACK_LINGER_S so that one wake-up serves several telegrams. One writer thread owns the SQLite
+spool: it wakes on its commit timer (or when asked), group-commits the batch every
+`batch_interval`, deletes what the broker acknowledged, sets aside what it refused, and refills
+the in-flight window from the spool in id order after an outage. Connection events reach it
+through a queue (see `gateway.publish.mqtt`).
 
 Guarantees. A message leaves the spool only after a successful PUBACK. While disconnected
 nothing is published (messages wait in the spool, not in paho). After a reconnect or a restart
@@ -53,7 +57,10 @@ from gateway.threadnames import name_this_thread
 from gateway.timefmt import rfc3339_utc
 
 _READ_CHUNK = 256
+#: The writer's wake-up interval while receptions are held for the clock (it polls the clock).
 _WORKER_TICK = 0.25
+#: How long the network thread gathers PUBACKs after a read while nothing waits to be sent.
+ACK_LINGER_S = 0.1
 #: Unacknowledged messages from which a connected publisher counts as lagging its input.
 LAG_MESSAGES = 1000
 
@@ -145,7 +152,7 @@ WRITER_BUDGET_S = 30.0
 
 @dataclass(frozen=True, slots=True)
 class PublisherLiveness:
-    """For the watchdog: is paho's thread alive and progressing, is the writer looping?"""
+    """For the watchdog: is the network thread alive and progressing, is the writer looping?"""
 
     network_thread_alive: bool
     network_progress_age: float
@@ -236,6 +243,8 @@ class Publisher:
             will_payload=pl.status_payload(settings.rig, "offline", reason="connection lost"),
             events=self._events,
         )
+        self._link.on_acks = self._take_acks
+        self._link.linger = self._ack_linger
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self.counters = PublisherCounters()
@@ -383,6 +392,8 @@ class Publisher:
         synced = self._clock_synced() if self.settings.require_sync else True
         now_mono, now_wall = self._mono_ns(), self._wall_ns()
         with self._lock:
+            if self._link.acks:
+                self._apply_acks_locked()
             self.counters.submitted += 1
             routes = self._router.accept(
                 Reception(variant, mono, wall, item),
@@ -545,8 +556,13 @@ class Publisher:
                     self._acked_ids.add(gone.id)
             self._dead = kept
 
-    def _next_unsent_locked(self) -> SpoolMessage | None:
-        """The oldest message not yet handed to paho: from the spool first, then the batch."""
+    def _next_unsent_locked(self, spool: bool = True) -> SpoolMessage | None:
+        """The oldest message not yet handed to paho: from the spool first, then the batch.
+
+        With `spool=False` (not the writer thread, which owns the spool and commits) None is
+        returned, and the writer woken, when the next message must first be read from the spool
+        or lies beyond a gap in the ids.
+        """
         while True:
             while self._buffer:
                 head = self._buffer[0]
@@ -555,6 +571,9 @@ class Publisher:
                     continue
                 return head
             if self._sent_upto <= self._spool.max_id:
+                if not spool:
+                    self._events.put(_WAKE)
+                    return None
                 rows = self._spool.read_from(self._sent_upto, _READ_CHUNK)
                 if not rows:
                     self._sent_upto = self._spool.max_id + 1
@@ -568,13 +587,18 @@ class Publisher:
                 continue
             for msg in self._pending.values():
                 if msg.id >= self._sent_upto:
+                    if msg.id != self._sent_upto and not spool:
+                        # A gap: its messages may be in a commit right now (out of the batch,
+                        # not yet in the spool's max_id). Only the writer may step over it.
+                        self._events.put(_WAKE)
+                        return None
                     return msg
             return None
 
-    def _refill_locked(self) -> None:
-        """Fill the in-flight window in id order (the writer thread only: it reads the spool)."""
+    def _refill_locked(self, spool: bool = True) -> None:
+        """Fill the in-flight window in id order (reading the spool: the writer thread only)."""
         while self._ready and self._link.connected and len(self._inflight) < self._window:
-            msg = self._next_unsent_locked()
+            msg = self._next_unsent_locked(spool)
             if msg is None:
                 return
             if not self._seqs.ok(msg.variant, msg.seq):
@@ -600,11 +624,29 @@ class Publisher:
 
     # --- events (writer thread) ---------------------------------------------------------
 
+    def _take_acks(self) -> None:
+        """The network thread's hand-over: apply the acknowledgements, refill from memory."""
+        with self._lock:
+            self._apply_acks_locked()
+            self._refill_locked(spool=False)
+
+    def _ack_linger(self) -> float:
+        """How long the network thread may gather PUBACKs: only while nothing waits to be sent
+        and the window is less than half full (lock-free reads; a stale answer costs little)."""
+        inflight = len(self._inflight)
+        if self._outstanding > inflight or 2 * inflight >= self._window:
+            return 0.0
+        return ACK_LINGER_S
+
+    def _apply_acks_locked(self) -> None:
+        """Apply every acknowledgement the link has read, oldest first."""
+        acks = self._link.acks
+        while acks:
+            self._on_ack_locked(acks.popleft())
+
     def _handle_locked(self, event: object) -> None:
         """Apply one link event to the queue state."""
-        if isinstance(event, Acked):
-            self._on_ack_locked(event)
-        elif isinstance(event, Connected):
+        if isinstance(event, Connected):
             self._on_connected_locked(event)
         elif isinstance(event, Disconnected):
             self._ready = False
@@ -683,7 +725,9 @@ class Publisher:
             self._worker_beat = now
             batch: list[Any] = []
             try:
-                wait = max(0.0, min(next_commit - now, _WORKER_TICK))
+                wait = max(0.0, next_commit - now)
+                if self._router.held:  # poll the clock for the held receptions
+                    wait = min(wait, _WORKER_TICK)
                 batch.append(self._events.get(timeout=wait))
                 while len(batch) < 10_000:
                     batch.append(self._events.get_nowait())
@@ -724,6 +768,7 @@ class Publisher:
                 self._handle_locked(event)
                 if isinstance(event, ConnectRefused) and event.unsupported_protocol:
                     refuse_v5 = True
+            self._apply_acks_locked()
             if poll:
                 for route in self._router.poll(
                     synced=synced, now_mono_ns=self._mono_ns(), now_wall_ns=self._wall_ns()
@@ -895,7 +940,7 @@ class Publisher:
         return max(WRITER_BUDGET_S, m.reconnect_max_delay + 15.0)
 
     def liveness(self) -> PublisherLiveness:
-        """For the watchdog: paho's thread and the writer thread alive and progressing."""
+        """For the watchdog: the network thread and the writer thread alive and progressing."""
         now = time.monotonic()
         worker = self._worker
         return PublisherLiveness(

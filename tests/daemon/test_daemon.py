@@ -44,7 +44,11 @@ def test_daemon_publishes_to_the_holder_only_and_talks_to_systemd() -> None:
             seqs = [d["seq"] for d in decoded]
             assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
         assert not [m for m in beta.snapshot() if "/slot/" in m.topic]
-        retained = {m.topic: m for m in beta.snapshot() if m.retain}
+        # A tester who subscribes now gets the retained state (beta may have subscribed before
+        # the daemon connected, and live messages carry no retain flag).
+        state = h.probe("beta", [f"p1/{RIG_ID}/status", f"p1/{RIG_ID}/variants"])
+        assert state.wait_for(lambda ms: len({m.topic for m in ms if m.retain}) == 2, 10)
+        retained = {m.topic: m for m in state.snapshot() if m.retain}
         assert json.loads(retained[f"p1/{RIG_ID}/status"].payload)["state"] == "online"
         catalogue = json.loads(retained[f"p1/{RIG_ID}/variants"].payload)
         assert [e["id"] for e in catalogue["variants"]] == variants
