@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from gateway.errors import SpoolError
-from gateway.publish.spool import CommitBatch, DeadLetter, Spool, SpoolMessage
+from gateway.publish.spool import CACHE_KIB, CommitBatch, DeadLetter, Spool, SpoolMessage
 
 
 def msg(i: int, size: int = 10, variant: str = "v5") -> SpoolMessage:
@@ -21,6 +21,37 @@ def test_opens_in_wal_mode_with_full_sync(tmp_path: Path) -> None:
     s = Spool(tmp_path / "d" / "s.sqlite3", max_bytes=10**6).open()
     assert s.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert s.db.execute("PRAGMA synchronous").fetchone()[0] == 2
+    s.close()
+
+
+def test_page_cache_is_bounded_small(tmp_path: Path) -> None:
+    """The connection's page cache is CACHE_KIB, not SQLite's 2000 KiB default."""
+    s = Spool(tmp_path / "s.sqlite3", max_bytes=10**6).open()
+    assert s.db.execute("PRAGMA cache_size").fetchone()[0] == -CACHE_KIB
+    s.close()
+
+
+def test_deletes_of_any_count_use_few_statement_texts(tmp_path: Path) -> None:
+    """Deleting 1..40 ids per commit keeps the totals right with at most 7 DELETE texts (one
+    per power of two), so sqlite3's statement cache does not fill with one per length."""
+    s = Spool(tmp_path / "s.sqlite3", max_bytes=10**9).open()
+    s.commit(CommitBatch(inserts=[msg(i) for i in range(1, 821)]))
+    lengths: set[int] = set()  # the trace shows values bound: count the IN list's items
+
+    def trace(sql: str) -> None:
+        """Record the length of a DELETE's IN list."""
+        if sql.startswith("DELETE FROM spool WHERE id IN ("):
+            lengths.add(sql[sql.index("(") + 1 : sql.rindex(")")].count(",") + 1)
+
+    s.db.set_trace_callback(trace)
+    next_id = 1
+    for count in range(1, 41):
+        s.commit(CommitBatch(deletes=list(range(next_id, next_id + count))))
+        next_id += count
+    s.db.set_trace_callback(None)
+    assert (s.count, s.bytes) == (0, 0)
+    assert s.db.execute("SELECT count(*) FROM spool").fetchone()[0] == 0
+    assert lengths == {1, 2, 4, 8, 16, 32, 64}
     s.close()
 
 
