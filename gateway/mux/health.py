@@ -90,6 +90,8 @@ class HealthCounters:
     truncated: int = 0
     noise_bytes: int = 0
     bytes_in: int = 0
+    reads: int = 0
+    """Reads made from the port (bytes_in / reads: how much each wake-up brought)."""
     reconnects: int = 0
     """Successful reopenings after the port was lost."""
     open_failures: int = 0
@@ -287,7 +289,8 @@ class PortHealth:
         self._c[key] += 1
 
     def received(self, nbytes: int, noise_bytes: int) -> None:
-        """Bytes read from the port, and how many of them the framer counted as noise."""
+        """One read from the port: its bytes, and how many of them the framer counted as noise."""
+        self._c["reads"] += 1
         self._c["bytes_in"] += nbytes
         self._c["noise_bytes"] += noise_bytes
 
@@ -299,11 +302,19 @@ class PortHealth:
 
     def tick(self, now_ns: int) -> HealthState | None:
         """Let time pass: an up port with no telegram for 3 intervals becomes silent."""
-        if self.state is not HealthState.UP or self._opened_at is None:
-            return None
-        if self.quiet_s(now_ns) >= SILENT_AFTER_INTERVALS * self.interval_s:
+        due = self.silent_due_ns()
+        if due is not None and now_ns >= due:
             return self._enter(HealthState.SILENT, now_ns)
         return None
+
+    def silent_due_ns(self) -> int | None:
+        """When `tick` would call the port silent if no telegram came first; None if it cannot."""
+        if self.state is not HealthState.UP or self._opened_at is None:
+            return None
+        reference = self._opened_at
+        if self._last_mono is not None and self._last_mono > reference:
+            reference = self._last_mono
+        return reference + round(SILENT_AFTER_INTERVALS * self.interval_s * 1e9)
 
     def quiet_s(self, now_ns: int) -> float:
         """Seconds since the last valid telegram, or since opening if none came since; 0 if shut."""

@@ -1,8 +1,11 @@
 """The multiplexer: one reader thread serves every meter port of the rig.
 
-The thread runs a `selectors` (epoll) loop over the descriptors of all open ports plus a
-wake-up pipe. Each readiness gives one `os.read` of up to 64 KiB, timed once, fed to the port's
-own `Framer`; frames and port events go to the one consumer, called in this thread. Ports
+The thread runs an epoll loop over the descriptors of all open ports plus a wake-up pipe.
+Each readiness gives one `os.read` of up to 64 KiB, timed once, fed to the port's own `Framer`;
+frames and port events go to the one consumer, called in this thread. Reads are coalesced
+(`gateway.mux.coalesce`): once a port has shown how long its frames take, the descriptor is
+parked (epoll mask 0: only a hang-up or error still reports) after the read that begins a frame,
+and read directly shortly before the frame should end, then armed again for its last bytes. Ports
 whose pyserial handler has no descriptor (rfc2217://, loop://) are polled every 20 ms: the
 rfc2217 handler already runs its own socket thread and queues bytes, so there is nothing to
 select on, and 50 cheap polls a second cost next to nothing at P1 rates.
@@ -24,7 +27,7 @@ import concurrent.futures
 import contextlib
 import logging
 import os
-import selectors
+import select
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -32,6 +35,7 @@ from dataclasses import dataclass
 from types import TracebackType
 
 from gateway.errors import PortLostError, PortOpenError
+from gateway.mux.coalesce import ReadCoalescer, byte_time_ns
 from gateway.mux.events import (
     FrameDropped,
     FrameReceived,
@@ -46,7 +50,7 @@ from gateway.mux.events import (
 from gateway.mux.health import HealthState, PortHealth, PortHealthSnapshot
 from gateway.mux.ports import OpenPort, is_missing, open_port, poll_read, read_fd
 from gateway.mux.profile import PortConfig
-from gateway.p1 import Frame, Framer
+from gateway.p1 import Frame, Framer, FramerEvent
 from gateway.threadnames import name_this_thread
 
 log = logging.getLogger(__name__)
@@ -55,6 +59,9 @@ Consumer = Callable[[MuxEvent], None]
 Opener = Callable[[PortConfig], OpenPort]
 
 _IDLE, _OPENING, _OPEN, _WAITING = "idle", "opening", "open", "waiting"
+#: A parked port due within this much is read along with what woke the loop (epoll's timeout
+#: has a 1 ms resolution anyway).
+_PARK_SLACK_NS = 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +91,8 @@ class _Port:
     """The loop's private state for one variant's port."""
 
     __slots__ = (
+        "armed",
+        "coalescer",
         "config",
         "consumer_errors_logged",
         "failures",
@@ -94,15 +103,21 @@ class _Port:
         "missing",
         "next_check_ns",
         "open",
+        "park_until_ns",
         "phase",
         "retry_at_ns",
         "was_lost",
     )
 
-    def __init__(self, config: PortConfig, health: PortHealth) -> None:
+    def __init__(self, config: PortConfig, health: PortHealth, guard_ns: int | None) -> None:
         self.config = config
         self.health = health
         self.framer = _framer_for(config)
+        self.coalescer = _coalescer_for(config, guard_ns)
+        self.armed = False
+        """Whether the descriptor is registered for readability (False: parked, or none)."""
+        self.park_until_ns = 0
+        """When to read the parked descriptor directly; 0 when not parked."""
         self.open: OpenPort | None = None
         self.phase = _IDLE
         self.generation = 0
@@ -120,6 +135,16 @@ def _framer_for(config: PortConfig) -> Framer:
     return Framer(max_frame_size=config.max_frame_size, strip_parity=config.profile.strip_parity)
 
 
+def _coalescer_for(config: PortConfig, guard_ns: int | None) -> ReadCoalescer | None:
+    """The port's read coalescer, at its line's byte rate; None when coalescing is off."""
+    if guard_ns is None:
+        return None
+    p = config.profile
+    return ReadCoalescer(
+        guard_ns=guard_ns, byte_ns=byte_time_ns(p.baudrate, p.bytesize, p.parity, p.stopbits)
+    )
+
+
 class Multiplexer:
     """Reads every configured port in one thread and reports frames and port events."""
 
@@ -130,10 +155,12 @@ class Multiplexer:
         *,
         reopen_initial_s: float = 0.1,
         reopen_max_s: float = 1.0,
-        tick_s: float = 0.1,
+        tick_s: float = 1.0,
         poll_interval_s: float = 0.02,
         presence_check_s: float = 0.05,
         read_size: int = 65536,
+        coalesce: bool = True,
+        coalesce_guard_s: float = 0.003,
         open_workers: int = 4,
         opener: Opener = open_port,
         monotonic_ns: Callable[[], int] = time.monotonic_ns,
@@ -147,6 +174,7 @@ class Multiplexer:
         self._poll_ns = int(poll_interval_s * 1e9)
         self._presence_ns = int(presence_check_s * 1e9)
         self._read_size = read_size
+        self._guard_ns: int | None = int(coalesce_guard_s * 1e9) if coalesce else None
         self._open_workers = open_workers
         self._opener = opener
         self._mono = monotonic_ns
@@ -165,13 +193,16 @@ class Multiplexer:
         self._ports: dict[str, _Port] = {}
         self._attention: set[_Port] = set()
         """Ports the loop must visit without readiness: waiting to reopen, or polled."""
+        self._parked: set[_Port] = set()
+        """Ports whose descriptor is parked until their `park_until_ns`."""
+        self._by_fd: dict[int, _Port] = {}
 
         self._thread: threading.Thread | None = None
         self._stopping = False
         self._iterations = 0
         self._last_iteration_ns = 0
         self._next_tick_ns = 0
-        self._selector: selectors.BaseSelector | None = None
+        self._epoll: select.epoll | None = None
         self._wake_r = self._wake_w = -1
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self.apply(ports)
@@ -182,11 +213,11 @@ class Multiplexer:
         """Start the reader thread; ports open in the background."""
         if self._thread is not None:
             raise RuntimeError("multiplexer already started")
-        self._selector = selectors.DefaultSelector()
+        self._epoll = select.epoll()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
-        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self._epoll.register(self._wake_r, select.EPOLLIN)
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=self._open_workers, thread_name_prefix=f"{self._name}-open"
         )
@@ -280,6 +311,12 @@ class Multiplexer:
         port = self._ports.get(variant)
         return 0 if port is None else port.framer.pending
 
+    def parked_until(self, variant: str) -> int | None:
+        """The monotonic time a parked port is read at next (diagnostics), None if not parked."""
+        port = self._ports.get(variant)
+        until = 0 if port is None else port.park_until_ns
+        return until or None
+
     @property
     def configs(self) -> dict[str, PortConfig]:
         """The port set last given to `apply`."""
@@ -296,19 +333,25 @@ class Multiplexer:
                     os.write(self._wake_w, b"\0")
 
     def _run(self) -> None:
-        """The reader loop: select, read, frame, emit; then housekeeping; until stopped."""
-        selector = self._selector
-        assert selector is not None
+        """The reader loop: wait, read, frame, emit; read parked ports due; housekeeping."""
+        epoll = self._epoll
+        assert epoll is not None
         name_this_thread(self._name)
+        wake_r, by_fd = self._wake_r, self._by_fd
         try:
             while not self._stopping:
-                ready = selector.select(self._timeout())
-                for key, _mask in ready:
-                    port = key.data
-                    if port is None:
+                ready = epoll.poll(self._timeout())
+                for fd, _mask in ready:
+                    if fd == wake_r:
                         self._drain_wake()
-                    else:
+                        continue
+                    port = by_fd.get(fd)
+                    if port is not None:
+                        if not port.armed:  # a parked descriptor reports a hang-up or error
+                            self._arm(port)
                         self._read(port)
+                if self._parked:
+                    self._read_parked_due()
                 try:
                     self._service()
                 except Exception:
@@ -319,9 +362,11 @@ class Multiplexer:
             self._shutdown()
 
     def _timeout(self) -> float:
-        """How long select may sleep: until the next tick, retry, poll or presence check."""
+        """How long to wait: until the next tick, park deadline, retry, poll or presence check."""
         now = self._mono()
         due = self._next_tick_ns
+        for port in self._parked:
+            due = min(due, port.park_until_ns)
         for port in self._attention:
             if port.phase == _WAITING:
                 due = min(due, port.retry_at_ns)
@@ -339,20 +384,83 @@ class Multiplexer:
         except BlockingIOError:
             pass
 
-    def _read(self, port: _Port) -> None:
-        """One read from a ready port, framed and reported."""
+    def _read(self, port: _Port, *, parked: bool = False) -> None:
+        """One read from a ready (or parked and due) port, framed, reported, then park or arm.
+
+        A parked port is read without readiness: 0 bytes (or end of file, which an empty tty
+        with VMIN=0 also gives) then only means "nothing yet", and the port is armed, so that a
+        real end of file is reported by readiness and the next armed read, as ever.
+        """
         opened = port.open
         if opened is None or opened.fd is None:
             return
         try:
             data = read_fd(opened.fd, self._read_size, port.config.variant, port.config.url)
         except PortLostError as exc:
+            if parked and exc.__cause__ is None:  # end of file without readiness: see above
+                self._count_read(port)
+                self._arm(port)
+                return
             self._lose(port, str(exc))
             return
-        if data:
-            self._feed(port, data, self._mono(), self._wall())
+        if not data:
+            self._count_read(port)
+            if parked:
+                self._arm(port)
+            return
+        mono = self._mono()
+        began_partial = port.framer.pending > 0
+        out = self._feed(port, data, mono, self._wall())
+        coalescer = port.coalescer
+        if coalescer is None or port.open is not opened:
+            return
+        sizes = [len(item.raw) for item in out if isinstance(item, Frame)]
+        until = coalescer.after_read(
+            mono,
+            len(data),
+            began_partial=began_partial,
+            pending=port.framer.pending,
+            frame_sizes=sizes,
+            dropped=len(sizes) < len(out),
+            parked=parked,
+        )
+        if until:
+            self._park(port, until)
+        elif not port.armed:
+            self._arm(port)
 
-    def _feed(self, port: _Port, data: bytes, mono: int, wall: int) -> None:
+    def _count_read(self, port: _Port) -> None:
+        """Count a read that brought no bytes."""
+        with self._health_lock:
+            port.health.received(0, 0)
+
+    def _park(self, port: _Port, until_ns: int) -> None:
+        """Stop waking for the port's bytes until `until_ns` (a hang-up or error still wakes)."""
+        if port.armed:
+            assert self._epoll is not None and port.open is not None and port.open.fd is not None
+            self._epoll.modify(port.open.fd, 0)
+            port.armed = False
+        port.park_until_ns = until_ns
+        self._parked.add(port)
+
+    def _arm(self, port: _Port) -> None:
+        """Wake for the port's bytes again."""
+        if port.park_until_ns:
+            port.park_until_ns = 0
+            self._parked.discard(port)
+        if not port.armed and port.open is not None and port.open.fd is not None:
+            assert self._epoll is not None
+            self._epoll.modify(port.open.fd, select.EPOLLIN)
+            port.armed = True
+
+    def _read_parked_due(self) -> None:
+        """Read every parked port whose deadline has come (or comes within the slack)."""
+        limit = self._mono() + _PARK_SLACK_NS
+        for port in [p for p in self._parked if p.park_until_ns <= limit]:
+            if port.park_until_ns and port.park_until_ns <= limit:
+                self._read(port, parked=True)
+
+    def _feed(self, port: _Port, data: bytes, mono: int, wall: int) -> list[FramerEvent]:
         """Frame the bytes of one read, update health, and emit what they complete."""
         framer = port.framer
         variant = port.config.variant
@@ -362,7 +470,9 @@ class Multiplexer:
         except Exception:
             log.exception("framer failed on %s; resetting it", variant)
             framer.reset()
-            return
+            if port.coalescer is not None:
+                port.coalescer.reset()
+            return []
         events: list[MuxEvent] = []
         with self._health_lock:
             health = port.health
@@ -380,6 +490,7 @@ class Multiplexer:
                     events.append(FrameDropped(variant, item.reason.value, item.size, mono))
         for event in events:
             self._emit(port, event)
+        return out
 
     def _emit(self, port: _Port, event: MuxEvent) -> None:
         """Hand one event to the consumer; its exceptions are counted, never fatal."""
@@ -427,16 +538,24 @@ class Multiplexer:
                 if now >= port.retry_at_ns:
                     self._start_open(port)
         if now >= self._next_tick_ns:
-            self._next_tick_ns = now + self._tick_ns
-            self._tick(now)
+            self._next_tick_ns = self._tick(now)
 
-    def _tick(self, now: int) -> None:
-        """Let health see time pass: report ports that fell silent."""
+    def _tick(self, now: int) -> int:
+        """Let health see time pass: report ports that fell silent; return when to tick next.
+
+        That is `tick_s` from now (the loop's liveness), or sooner when a port would fall
+        silent before then; a telegram meanwhile only makes that visit find nothing to do.
+        """
         wall = self._wall()
         events: list[tuple[_Port, MuxEvent]] = []
+        next_tick = now + self._tick_ns
         with self._health_lock:
             for port in self._ports.values():
                 health = port.health
+                due = health.silent_due_ns()
+                if due is not None and due > now:
+                    next_tick = min(next_tick, due)
+                    continue
                 if health.tick(now) is HealthState.SILENT:
                     silent = PortSilent(
                         port.config.variant,
@@ -448,6 +567,7 @@ class Multiplexer:
                     events.append((port, silent))
         for port, event in events:
             self._emit(port, event)
+        return next_tick
 
     def _poll(self, port: _Port) -> None:
         """Read a descriptor-less port's buffered bytes."""
@@ -478,7 +598,7 @@ class Multiplexer:
                     interval_s=config.interval_s,
                     now_ns=now,
                 )
-                port = _Port(config, health)
+                port = _Port(config, health, self._guard_ns)
                 with self._health_lock:
                     self._ports[variant] = port
                 self._start_open(port)
@@ -491,6 +611,7 @@ class Multiplexer:
                     )
                 port.config = config
                 port.framer = _framer_for(config)
+                port.coalescer = _coalescer_for(config, self._guard_ns)
                 port.failures = 0
                 port.last_failure = None
                 self._start_open(port)
@@ -557,10 +678,14 @@ class Multiplexer:
         port.failures = 0
         port.last_failure = None
         port.framer.reset()
+        if port.coalescer is not None:
+            port.coalescer.reset()
         port.next_check_ns = now
         if opened.fd is not None:
-            assert self._selector is not None
-            self._selector.register(opened.fd, selectors.EVENT_READ, port)
+            assert self._epoll is not None
+            self._epoll.register(opened.fd, select.EPOLLIN)
+            self._by_fd[opened.fd] = port
+            port.armed = True
         else:
             self._attention.add(port)
         reconnect = port.was_lost
@@ -585,10 +710,18 @@ class Multiplexer:
         """Unregister and close the port's handle; report a partial frame as truncated."""
         opened = port.open
         port.open = None
+        if port.park_until_ns:
+            port.park_until_ns = 0
+            self._parked.discard(port)
+        port.armed = False
+        if port.coalescer is not None:
+            port.coalescer.reset()
         if opened is not None:
-            if opened.fd is not None and self._selector is not None:
-                with contextlib.suppress(KeyError, ValueError):
-                    self._selector.unregister(opened.fd)
+            if opened.fd is not None and self._by_fd.get(opened.fd) is port:
+                del self._by_fd[opened.fd]
+                if self._epoll is not None:
+                    with contextlib.suppress(OSError, ValueError):
+                        self._epoll.unregister(opened.fd)
             opened.close()
         pending = port.framer.pending
         port.framer.reset()
@@ -645,5 +778,5 @@ class Multiplexer:
                 opened.close()
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
-        if self._selector is not None:
-            self._selector.close()
+        if self._epoll is not None:
+            self._epoll.close()
