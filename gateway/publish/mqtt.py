@@ -89,6 +89,22 @@ class _Client(mqtt.Client):
         return super().loop_misc()
 
 
+class _PackedProperties(Properties):
+    """PUBLISH user properties packed once: paho packs a message's Properties on every send."""
+
+    def __init__(self, user_properties: tuple[tuple[str, str], ...]) -> None:
+        super().__init__(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+        self.UserProperty = list(user_properties)
+        # Properties.__setattr__ accepts property names only.
+        object.__setattr__(self, "_packed", bytes(super().pack()))  # type: ignore[no-untyped-call]
+
+    _packed: bytes
+
+    def pack(self) -> bytes:
+        """The packed form, computed once."""
+        return self._packed
+
+
 @dataclass(frozen=True, slots=True)
 class Connected:
     """The broker accepted us; `generation` counts successful connects."""
@@ -188,6 +204,8 @@ class MqttLink:
         """Monotonic time of our callbacks' last sign of life (see `progress_time`)."""
         self.callback_errors = 0
         self.loop_errors = 0
+        self.reads = 0
+        """Wake-ups of the network thread that read from the broker (diagnostics)."""
         self.restarts = 0
         self.fallbacks = 0
         self.acks: deque[Acked] = deque()
@@ -364,6 +382,7 @@ class MqttLink:
             readable = sock in ready
         with client.io_lock:
             if readable:
+                self.reads += 1
                 client.loop_read()
             if client.want_write():
                 client.loop_write()
@@ -488,9 +507,7 @@ class MqttLink:
             key = tuple(user_properties)
             if key != self._props_key or self._props is None:
                 # Building paho Properties is slow; a telegram and its raw twin share theirs.
-                props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-                props.UserProperty = list(key)
-                self._props_key, self._props = key, props
+                self._props_key, self._props = key, _PackedProperties(key)
             props = self._props
         with client.io_lock:
             info = client.publish(topic, payload, qos=qos, retain=retain, properties=props)

@@ -1,0 +1,82 @@
+"""The link's own network thread: direct writes, gathered PUBACKs, and the refill rules."""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from pathlib import Path
+
+from gateway.publish import Publisher
+from gateway.publish.publisher import ACK_LINGER_S
+from gateway.publish.spool import SpoolMessage
+from tests.publish.helpers import all_day, make_telegram, settings, telegrams
+from tests.support.mosquitto import wait_until
+
+
+def test_pubacks_of_several_telegrams_are_read_in_one_wake_up(
+    broker, probe, publisher, spool_dir: Path
+) -> None:
+    """A telegram every 10 ms: the network thread reads the PUBACKs in batches, not one each."""
+    tester = probe("acme", ["p1/rig-a/slot/acme/#"])
+    pub = publisher(settings(spool_dir, broker), all_day("acme"))
+    assert wait_until(lambda: pub.status().connected, 10)
+    reads_before = pub.link.reads
+    count = 40
+    for n in range(count):
+        pub.submit_telegram("v5", make_telegram(n), time.monotonic_ns(), time.time_ns())
+        time.sleep(0.01)
+    assert pub.flush(10)
+    assert tester.wait_for(lambda ms: len(telegrams(ms)) == count, 10)
+    reads = pub.link.reads - reads_before
+    # 80 PUBACKs over ~0.4 s: one read each would be 80; gathering for ACK_LINGER_S (0.1 s)
+    # needs about 0.4 / 0.1 + 1 reads. A generous bound that one read per PUBACK cannot meet.
+    assert ACK_LINGER_S >= 0.05
+    assert reads <= 2 * count // 4, f"{reads} network reads for {2 * count} PUBACKs"
+    assert pub.status().counters.acked == 2 * count
+
+
+def test_publishing_writes_in_the_callers_thread(broker, probe, publisher, spool_dir: Path) -> None:
+    """A publish reaches the broker while the network thread waits in select: no hand-off."""
+    tester = probe("acme", ["p1/rig-a/slot/acme/#"])
+    pub = publisher(settings(spool_dir, broker), all_day("acme"))
+    assert wait_until(lambda: pub.status().connected, 10)
+    pub.submit_telegram("v5", make_telegram(0), time.monotonic_ns(), time.time_ns())
+    assert tester.wait_for(lambda ms: len(telegrams(ms)) == 1, 10)  # seqs are reserved now
+    client = pub.link._client
+    assert client is not None
+    with client.io_lock:  # the network thread can neither read nor write meanwhile
+        pub.submit_telegram("v5", make_telegram(1), time.monotonic_ns(), time.time_ns())
+        assert tester.wait_for(lambda ms: len(telegrams(ms)) == 2, 10)
+
+
+def _message(i: int) -> SpoolMessage:
+    """A queued message with id `i`."""
+    return SpoolMessage(i, "v5", i, "raw", "p1/rig-a/slot/acme/v5/raw", b"x", 1, 0)
+
+
+def test_refill_outside_the_writer_never_steps_over_a_gap(spool_dir: Path, broker) -> None:
+    """Ids missing from memory may be in a commit: only the writer, which commits, skips them."""
+    pub = Publisher(settings(spool_dir, broker), all_day("acme"))
+    sent: list[int] = []
+
+    def send(msg: SpoolMessage) -> bool:
+        """What _send_locked does to the queue state, without a broker."""
+        sent.append(msg.id)
+        pub._inflight[msg.id] = msg
+        pub._sent_upto = msg.id + 1
+        return True
+
+    pub._ready = True
+    pub._link.connected = True
+    pub._seqs.durable = {"v5": 100}
+    pub._send_locked = send  # type: ignore[method-assign]
+    pub._sent_upto = 3  # 3 and 4 were taken out of the batch by a commit not yet finished
+    pub._pending = OrderedDict((i, _message(i)) for i in (5, 6))
+    with pub._lock:
+        pub._refill_locked(spool=False)
+    assert sent == []
+    assert pub._events.get_nowait() is not None  # the writer is woken instead
+    pub._sent_upto = 5  # the commit is done and 3, 4 were sent from the spool
+    with pub._lock:
+        pub._refill_locked(spool=False)
+    assert sent == [5, 6]
