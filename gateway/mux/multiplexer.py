@@ -583,6 +583,7 @@ class Multiplexer:
     def _reconcile(self, desired: dict[str, PortConfig]) -> None:
         """Bring the open ports in line with the desired set, touching only what differs."""
         now, wall = self._mono(), self._wall()
+        self._next_tick_ns = now  # expected intervals may have changed: recompute silence dues
         for variant in [v for v in self._ports if v not in desired]:
             port = self._ports[variant]
             self._close(port, "removed", now, wall)
@@ -692,6 +693,9 @@ class Multiplexer:
         port.was_lost = False
         with self._health_lock:
             port.health.opened(now)
+            due = port.health.silent_due_ns()
+        if due is not None:
+            self._next_tick_ns = min(self._next_tick_ns, due)
         self._emit(
             port,
             PortOpened(

@@ -158,6 +158,7 @@ def test_counters_for_drops_bytes_noise_and_consumer_errors() -> None:
     h.dropped("truncated")
     h.dropped("truncated")
     h.received(100, 7)
+    h.received(0, 0)
     h.consumer_error()
     c = h.counters
     assert (c.oversize, c.truncated, c.bytes_in, c.noise_bytes, c.consumer_errors) == (
@@ -167,6 +168,21 @@ def test_counters_for_drops_bytes_noise_and_consumer_errors() -> None:
         7,
         1,
     )
+    assert c.reads == 2
+
+
+def test_silent_due_is_when_tick_would_call_the_port_silent() -> None:
+    """The reader's housekeeping wakes at this time: 3 intervals after opening or the last
+    telegram; none while down or silent."""
+    h = PortHealth("m", url="/dev/x", spec="V5", now_ns=0)
+    assert h.silent_due_ns() is None
+    h.opened(10 * S)
+    assert h.silent_due_ns() == 13 * S
+    _telegram(h, 12 * S)
+    assert h.silent_due_ns() == 15 * S
+    assert h.tick(15 * S - 1) is None
+    assert h.tick(15 * S) is HealthState.SILENT
+    assert h.silent_due_ns() is None
 
 
 def test_snapshot_is_frozen_and_its_dict_is_json_for_the_status_table() -> None:
