@@ -10,9 +10,7 @@ and field: a configuration is accepted whole or refused whole.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
-import json
 import os
 import tomllib
 from collections.abc import Iterable, Mapping, Sequence
@@ -31,6 +29,7 @@ from pydantic import (
     ValidationError,
     model_validator,
 )
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from gateway.errors import ConfigError, ConfigProblem
 from gateway.identifiers import (
@@ -175,8 +174,15 @@ class SlotConfig(_Frozen):
         return self
 
 
-class _MainFile(_Frozen):
-    """The main file's settings, with `P1GW_` environment overrides on top (`_with_env`)."""
+class _MainFile(BaseSettings):
+    """The main file's settings, with `P1GW_` environment overrides on top."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
 
     rig: RigConfig
     mqtt: MqttConfig = MqttConfig()
@@ -187,49 +193,17 @@ class _MainFile(_Frozen):
     variants_file: Path | None = None
     slots_file: Path | None = None
 
-
-def _env_settings(environ: Mapping[str, str]) -> dict[str, Any]:
-    """The `P1GW_` variables as nested settings: `P1GW_MQTT__HOST=x` -> {"mqtt": {"host": x}}.
-
-    What pydantic-settings did here before (its import alone cost the daemon ~6 MB of RSS):
-    names are case-insensitive, `__` nests, values stay strings for pydantic to validate, a
-    variable naming no main setting (`P1GW_FOO`) is ignored, one naming an unknown key inside
-    a section is refused by validation. A whole section may be given as a JSON object
-    (`P1GW_MQTT='{"host": "x"}'`).
-    """
-    fields = _MainFile.model_fields
-    settings: dict[str, Any] = {}
-    for key in sorted(environ):
-        if not key.upper().startswith(ENV_PREFIX):
-            continue
-        path = key[len(ENV_PREFIX) :].lower().split("__")
-        if path[0] not in fields or not all(path):
-            continue
-        value: Any = environ[key]
-        if len(path) == 1 and isinstance(fields[path[0]].default, BaseModel):
-            with contextlib.suppress(ValueError):
-                value = json.loads(value)
-        node = settings
-        for part in path[:-1]:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                break
-            node = child
-        else:
-            node[path[-1]] = value
-    return settings
-
-
-def _with_env(data: Mapping[str, Any], env: Mapping[str, Any]) -> dict[str, Any]:
-    """The file's settings with the environment's on top, merged section by section."""
-    merged = dict(data)
-    for key, value in env.items():
-        below = merged.get(key)
-        if isinstance(value, dict) and isinstance(below, dict):
-            merged[key] = _with_env(below, value)
-        else:
-            merged[key] = value
-    return merged
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Environment first, so `P1GW_` variables override the file."""
+        return env_settings, init_settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -486,7 +460,7 @@ def load_config(path: str | os.PathLike[str]) -> GatewayConfig:
 
     main: _MainFile | None = None
     try:
-        main = _MainFile.model_validate(_with_env(settings_data, _env_settings(os.environ)))
+        main = _MainFile(**settings_data)
     except ValidationError as exc:
         problems.extend(_problems(exc, main_file))
         overrides = _env_overrides(os.environ)

@@ -201,53 +201,6 @@ def test_bad_environment_override_is_reported(
     assert any(p.startswith("environment: P1GW_MQTT__QOS") for p in probs)
 
 
-def test_environment_names_are_case_insensitive_and_unknown_ones_ignored(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A lower-case override applies; P1GW_ names that are no main setting are ignored."""
-    monkeypatch.setenv("p1gw_mqtt__host", "lower.example")
-    monkeypatch.setenv("P1GW_NOT_A_SETTING", "1")
-    cfg = load_config(write_config(tmp_path))
-    assert cfg.mqtt.host == "lower.example"
-
-
-def test_unknown_key_inside_a_section_from_the_environment_is_refused(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """P1GW_MQTT__HOSTX names a key the mqtt section does not have: refused, named."""
-    monkeypatch.setenv("P1GW_MQTT__HOSTX", "x")
-    probs = problems_of(write_config(tmp_path))
-    assert any("mqtt.hostx: unknown setting" in p for p in probs)
-
-
-def test_a_whole_section_from_the_environment_as_json(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """P1GW_MQTT may carry the section as a JSON object, merged over the file's section."""
-    monkeypatch.setenv("P1GW_MQTT", '{"host": "json.example", "qos": 0}')
-    cfg = load_config(write_config(tmp_path))
-    assert (cfg.mqtt.host, cfg.mqtt.qos, cfg.mqtt.port) == ("json.example", 0, 18830)
-
-
-def test_loading_a_config_imports_neither_pydantic_settings_nor_the_crypto_stack(
-    tmp_path: Path,
-) -> None:
-    """The daemon's imports and a config load stay light (each cost ~6-12 MB of RSS)."""
-    path = write_config(tmp_path)
-    script = (
-        "import sys, gateway.app\n"
-        "from gateway.config import load_config\n"
-        f"load_config({str(path)!r})\n"
-        "print(' '.join(sorted({m.split('.')[0] for m in sys.modules})))"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", script], check=True, capture_output=True, text=True, timeout=60
-    )
-    loaded = set(out.stdout.split())
-    assert {"gateway", "pydantic"} <= loaded
-    assert not loaded & {"pydantic_settings", "cryptography", "dlms_cosem"}
-
-
 def test_password_file_first_line(tmp_path: Path) -> None:
     """The MQTT password is the password file's first line."""
     (tmp_path / "pass").write_text("s3cret\nignored\n")
