@@ -29,7 +29,12 @@ from pydantic import (
     ValidationError,
     model_validator,
 )
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 from gateway.errors import ConfigError, ConfigProblem
 from gateway.identifiers import (
@@ -468,6 +473,10 @@ def load_config(path: str | os.PathLike[str]) -> GatewayConfig:
             problems.append(
                 ConfigProblem("environment", ", ".join(overrides), "these overrides were applied")
             )
+    except SettingsError as exc:  # an environment value pydantic-settings cannot parse
+        problems.append(
+            ConfigProblem("environment", ", ".join(_env_overrides(os.environ)), str(exc))
+        )
 
     variant_entries: list[tuple[str, int, VariantConfig]] = []
     slot_entries: list[tuple[str, int, SlotConfig]] = []

@@ -201,6 +201,15 @@ def test_bad_environment_override_is_reported(
     assert any(p.startswith("environment: P1GW_MQTT__QOS") for p in probs)
 
 
+def test_unparsable_environment_section_is_a_config_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A whole section given as broken JSON is refused as a config problem, not a crash."""
+    monkeypatch.setenv("P1GW_MQTT", "{not json")
+    probs = problems_of(write_config(tmp_path))
+    assert any(p.startswith("environment: P1GW_MQTT") for p in probs), probs
+
+
 def test_password_file_first_line(tmp_path: Path) -> None:
     """The MQTT password is the password file's first line."""
     (tmp_path / "pass").write_text("s3cret\nignored\n")
