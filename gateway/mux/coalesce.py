@@ -2,32 +2,47 @@
 
 A meter writes a telegram (0.5 to 1.5 kB) at line pace, and a serial adapter hands it over in
 many small pieces (a USB packet every few ms; the simulator ~115 bytes every 10 ms). Waking for
-every piece costs a context switch each. A meter's telegrams take about as long each time, so
-once a port has shown how long its frames take from the read that began one to the read that
-completed it, the reader can leave the port alone ("park" it) after the first piece of the next
-frame until shortly before that frame should end, read everything that came meanwhile in one go,
-and then wait for the last piece as usual. The result: about three reads per telegram instead of
-one per piece, and no added latency as long as the frame does not end earlier than predicted.
+every piece costs a context switch each. After the read that begins a frame, the reader leaves
+the port alone ("parks" it) until shortly before the frame should end, reads everything that came
+meanwhile in one go, and then waits for the last piece on readiness as usual: about three reads
+per telegram instead of one per piece, and no added latency as long as the frame does not end
+earlier than predicted.
 
 `ReadCoalescer` is the pure decision, one per port: no IO, no clock; every call takes the time
-of the read it learns from. The prediction is the shortest of the last few frame durations:
+of the read it learns from. The predicted end of a frame begun by a read at `t0` that brought
+`p` of its bytes is
 
-- a frame completed by a read made on readiness gives its true duration (to a read's precision);
-- a frame found already complete by a parked read ended at some unknown moment since the
-  previous read, so the reader may have woken late: the sample is then the smaller of the
-  observed duration minus twice the guard, and the time the bytes of this read took on the line
-  at the port's byte rate counted from the previous read (a lower bound of the true end); the
-  next frames are read early enough again, and their true duration replaces the estimate;
-- a frame that arrives within one read (a flood, a socket source, a whole write) gives 0, which
-  turns parking off until it has left the window: such ports never park.
+    t0 + (size - p) * byte_time + lag
+
+- `size`: the smallest of the last few frames' sizes (exact: known when a frame completes, so a
+  shorter frame is learned at once);
+- `byte_time`: the line's time per character (start, data, parity and stop bits at the baud
+  rate): bytes cannot come faster, and a meter writes at line pace. Anchoring on bytes rather
+  than on a duration makes the prediction insensitive to how much the first read happened to
+  get (an adapter's or the simulator's first burst varies from frame to frame);
+- `lag`: the smallest of the last 16 observed differences between a frame's real end (the read
+  on readiness that completed it) and that line-time estimate: it absorbs adapter latency,
+  chunking and a late first read. A frame found already complete by a parked read ended at some
+  unknown moment since the previous read, so its sample is the earliest that end can have been
+  (the previous read plus the line time of the bytes this read got, at most this read minus
+  twice the guard): the next parks end sooner, and true samples replace it.
+
+The port is parked until the predicted end minus the guard (a few ms: it covers the epoll
+timeout's 1 ms resolution and the wake-up's lateness), for at most `MAX_PARKED_BYTES` of line
+time; not at all when that is less than `MIN_PARK_NS` away, before `MIN_SAMPLES` frames were
+seen, or for `WINDOW` frames after one arrived within a single read (a flood, a socket source,
+whole writes): such ports never park.
 """
 
 from __future__ import annotations
 
 from collections import deque
 
-#: How many recent frames the prediction looks at (it takes the smallest size and lag).
+#: How many recent frame sizes the prediction looks at (it takes the smallest).
 WINDOW = 4
+#: How many recent lags it looks at (the smallest): long, because a frame's end varies by up to
+#: one delivery piece (10 ms in the simulator) and a long window's minimum covers that spread.
+LAG_WINDOW = 16
 #: Frames a port must have shown before its next one is predicted.
 MIN_SAMPLES = 3
 #: Parking for less than this saves nothing: the port stays armed instead.
@@ -65,7 +80,7 @@ class ReadCoalescer:
         self._max_park_ns = MAX_PARKED_BYTES * byte_ns
         self._window = window
         self._sizes: deque[int] = deque(maxlen=window)
-        self._lags: deque[int] = deque(maxlen=window)
+        self._lags: deque[int] = deque(maxlen=LAG_WINDOW)
         self._whole = 0
         """Frames still to see before parking again, after one came within one read."""
         self._first_ns: int | None = None
