@@ -341,6 +341,7 @@ class Multiplexer:
         try:
             while not self._stopping:
                 ready = epoll.poll(self._timeout())
+                woke = self._mono() if ready else 0
                 for fd, _mask in ready:
                     if fd == wake_r:
                         self._drain_wake()
@@ -349,7 +350,7 @@ class Multiplexer:
                     if port is not None:
                         if not port.armed:  # a parked descriptor reports a hang-up or error
                             self._arm(port)
-                        self._read(port)
+                        self._read(port, ready_ns=woke)
                 if self._parked:
                     self._read_parked_due()
                 try:
@@ -384,12 +385,17 @@ class Multiplexer:
         except BlockingIOError:
             pass
 
-    def _read(self, port: _Port, *, parked: bool = False) -> None:
+    def _read(self, port: _Port, *, parked: bool = False, ready_ns: int = 0) -> None:
         """One read from a ready (or parked and due) port, framed, reported, then park or arm.
 
         A parked port is read without readiness: 0 bytes (or end of file, which an empty tty
         with VMIN=0 also gives) then only means "nothing yet", and the port is armed, so that a
         real end of file is reported by readiness and the next armed read, as ever.
+
+        `ready_ns`: when epoll reported the readiness. The coalescer times a read on readiness
+        by it rather than by the read itself: the bytes were there by then, and the consumer's
+        work for the ports read before this one in the same round must not shift the
+        prediction of when this port's frame ends.
         """
         opened = port.open
         if opened is None or opened.fd is None:
@@ -416,7 +422,7 @@ class Multiplexer:
             return
         sizes = [len(item.raw) for item in out if isinstance(item, Frame)]
         until = coalescer.after_read(
-            mono,
+            min(mono, ready_ns) if ready_ns else mono,
             len(data),
             began_partial=began_partial,
             pending=port.framer.pending,
