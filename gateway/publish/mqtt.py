@@ -324,6 +324,10 @@ class MqttLink:
             with contextlib.suppress(OSError):
                 os.write(self._wake_w, b"\0")
 
+    def hurry(self) -> None:
+        """Cut short the network thread's lingering: read the broker's PUBACKs now."""
+        self._wake()
+
     def _drain_wake(self) -> None:
         """Empty the wake-up pipe."""
         with contextlib.suppress(OSError):

@@ -519,6 +519,8 @@ class Publisher:
         if not result.accepted:
             return False
         self._inflight[result.mid] = msg
+        if 2 * len(self._inflight) == self._window:
+            self._link.hurry()  # the window is half full: stop gathering PUBACKs now
         self._sent_upto = max(self._sent_upto, msg.id + 1)
         self.counters.published += 1
         return True

@@ -80,3 +80,18 @@ def test_refill_outside_the_writer_never_steps_over_a_gap(spool_dir: Path, broke
     with pub._lock:
         pub._refill_locked(spool=False)
     assert sent == [5, 6]
+
+
+def test_a_half_full_window_cuts_the_lingering_short(
+    broker, probe, publisher, spool_dir: Path, monkeypatch
+) -> None:
+    """Telegrams faster than the linger: the window half full wakes the network thread."""
+    monkeypatch.setattr("gateway.publish.publisher.ACK_LINGER_S", 30.0)
+    tester = probe("acme", ["p1/rig-a/slot/acme/#"])
+    pub = publisher(settings(spool_dir, broker), all_day("acme"))
+    assert wait_until(lambda: pub.status().connected, 10)
+    count = 40  # 80 messages through a window of 16
+    for n in range(count):
+        pub.submit_telegram("v5", make_telegram(n), time.monotonic_ns(), time.time_ns())
+    assert pub.flush(10), pub.status()  # without the wake-up: stuck for the 30 s linger
+    assert tester.wait_for(lambda ms: len(telegrams(ms)) == count, 10)
