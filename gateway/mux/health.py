@@ -23,7 +23,7 @@ import itertools
 import re
 import statistics
 from collections import deque
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from gateway.timefmt import rfc3339_utc
@@ -99,6 +99,10 @@ class HealthCounters:
     """Events whose consumer raised (the reader loop went on)."""
 
 
+#: HealthCounters' field names, in order (`to_dict` without dataclasses.asdict's deep copy).
+_COUNTER_NAMES = tuple(f.name for f in fields(HealthCounters))
+
+
 @dataclass(frozen=True, slots=True)
 class JitterStats:
     """How far the intervals between consecutive telegrams stray from the meter's period."""
@@ -147,7 +151,8 @@ class PortHealthSnapshot:
             "expected_interval_s": self.expected_interval_s,
             "interval_source": self.interval_source.value,
         }
-        out.update(asdict(self.counters))
+        counters = self.counters
+        out.update((name, getattr(counters, name)) for name in _COUNTER_NAMES)
         jitter = self.jitter
         out["jitter_ms"] = _round(jitter.mean_abs_deviation_ms)
         out["jitter_p95_ms"] = _round(jitter.p95_abs_deviation_ms)
