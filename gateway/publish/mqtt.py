@@ -89,16 +89,46 @@ class _Client(mqtt.Client):
         return super().loop_misc()
 
 
-class _PackedProperties(Properties):
-    """PUBLISH user properties packed once: paho packs a message's Properties on every send."""
+#: A PUBLISH Properties whose tables the packed ones share (building them is the slow part).
+_PUBLISH_PROPERTIES = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+_USER_PROPERTY = b"\x26"
 
-    def __init__(self, user_properties: tuple[tuple[str, str], ...]) -> None:
-        super().__init__(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-        self.UserProperty = list(user_properties)
-        # Properties.__setattr__ accepts property names only.
-        object.__setattr__(self, "_packed", bytes(super().pack()))  # type: ignore[no-untyped-call]
+
+def _variable_byte_integer(n: int) -> bytes:
+    """MQTT's Variable Byte Integer (7 bits a byte, low first, bit 7 = more follow)."""
+    out = bytearray()
+    while True:
+        n, byte = divmod(n, 128)
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def pack_user_properties(pairs: tuple[tuple[str, str], ...]) -> bytes:
+    """MQTT 5 PUBLISH properties holding only user properties, packed as paho packs them."""
+    body = bytearray()
+    for key, value in pairs:
+        body += _USER_PROPERTY
+        for text in (key, value):
+            data = text.encode("utf-8")
+            if len(data) > 0xFFFF:
+                raise ValueError(f"user property text of {len(data)} bytes (at most 65535)")
+            body += len(data).to_bytes(2, "big") + data
+    return _variable_byte_integer(len(body)) + bytes(body)
+
+
+class _PackedProperties(Properties):
+    """PUBLISH user properties packed once, by `pack_user_properties`: paho would build its
+    name tables for every Properties and pack them again on every send (~150 string
+    replacements a telegram). paho's publish only calls `pack()` and keeps the object."""
 
     _packed: bytes
+
+    def __init__(self, user_properties: tuple[tuple[str, str], ...]) -> None:
+        # Properties.__setattr__ accepts property names only: bypass it.
+        self.__dict__.update(_PUBLISH_PROPERTIES.__dict__)
+        object.__setattr__(self, "UserProperty", list(user_properties))
+        object.__setattr__(self, "_packed", pack_user_properties(user_properties))
 
     def pack(self) -> bytes:
         """The packed form, computed once."""

@@ -1,4 +1,4 @@
-"""The link's own network thread: direct writes, gathered PUBACKs, and the refill rules."""
+"""The link's own network thread: direct writes, gathered PUBACKs, refill rules, packing."""
 
 from __future__ import annotations
 
@@ -6,7 +6,13 @@ import time
 from collections import OrderedDict
 from pathlib import Path
 
+from hypothesis import given
+from hypothesis import strategies as st
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
 from gateway.publish import Publisher
+from gateway.publish.mqtt import _PackedProperties, pack_user_properties
 from gateway.publish.publisher import ACK_LINGER_S
 from gateway.publish.spool import SpoolMessage
 from tests.publish.helpers import all_day, make_telegram, settings, telegrams
@@ -95,3 +101,18 @@ def test_a_half_full_window_cuts_the_lingering_short(
         pub.submit_telegram("v5", make_telegram(n), time.monotonic_ns(), time.time_ns())
     assert pub.flush(10), pub.status()  # without the wake-up: stuck for the 30 s linger
     assert tester.wait_for(lambda ms: len(telegrams(ms)) == count, 10)
+
+
+@given(
+    st.lists(st.tuples(st.text(max_size=40), st.text(max_size=300)), min_size=1, max_size=6).map(
+        tuple
+    )
+)
+def test_user_properties_are_packed_as_paho_packs_them(pairs: tuple[tuple[str, str], ...]) -> None:
+    """Our packing of PUBLISH user properties: the same bytes as paho's Properties.pack()."""
+    reference = Properties(PacketTypes.PUBLISH)
+    reference.UserProperty = list(pairs)
+    assert pack_user_properties(pairs) == bytes(reference.pack())
+    packed = _PackedProperties(pairs)
+    assert packed.pack() == bytes(reference.pack())
+    assert "UserProperty" in str(packed)
