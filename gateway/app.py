@@ -222,7 +222,7 @@ class Gateway:
         if type(event) is FrameReceived:
             self._frame(event)
             if self.publisher.lagging:
-                time.sleep(READER_YIELD_S)  # let the writer and paho's thread catch up
+                time.sleep(READER_YIELD_S)  # let the writer and the network thread catch up
         elif type(event) is FrameDropped:
             self.counters.dropped_frames += 1
         else:

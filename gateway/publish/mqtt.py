@@ -180,7 +180,7 @@ class Acked:
 
 @dataclass(frozen=True, slots=True)
 class CallbackFailed:
-    """One of our paho callbacks raised; it was caught so paho's thread lives on."""
+    """One of our paho callbacks raised; it was caught so the network thread lives on."""
 
     where: str
     error: str
@@ -228,7 +228,7 @@ class MqttLink:
         self._monotonic = monotonic
         self.protocol = settings.protocol
         self.connected = False
-        """True between a successful CONNACK and the disconnect (set from paho's thread)."""
+        """True between a successful CONNACK and the disconnect (set by the network thread)."""
         self.generation = 0
         self.last_progress = monotonic()
         """Monotonic time of our callbacks' last sign of life (see `progress_time`)."""
@@ -438,7 +438,7 @@ class MqttLink:
             except Exception as exc:
                 self._failed("on_acks", exc)
 
-    # --- callbacks (paho's thread: never raise, never block) --------------------------
+    # --- callbacks (the network thread, inside paho: never raise, never block) ---------
 
     def _failed(self, where: str, exc: BaseException) -> None:
         """Count a callback failure and report it."""
