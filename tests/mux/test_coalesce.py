@@ -99,6 +99,23 @@ def _frame(c: ReadCoalescer, t0: int, size: int, first: int, *, end_lag: int = 0
     return until
 
 
+def _warmed(sizes: list[int], first: int, period_ms: int = 1_000) -> tuple[ReadCoalescer, int]:
+    """A coalescer that has seen paced frames of `sizes`, and the time one period after them."""
+    c = ReadCoalescer(guard_ns=GUARD, byte_ns=BYTE_NS)
+    t = 0
+    for size in sizes:
+        _frame(c, t, size, first)
+        t += period_ms * MS
+    return c, t
+
+
+def _start(c: ReadCoalescer, t: int, first: int) -> int:
+    """The read that starts a new frame at t: until when the port parks (0: not parked)."""
+    return c.after_read(
+        t, first, began_partial=False, pending=first, frame_sizes=[], dropped=False, parked=False
+    )
+
+
 def test_no_parking_until_enough_frames_were_seen() -> None:
     """The first frames are read on readiness; then the first read of a frame parks the port
     until the frame's line time minus the guard."""
@@ -107,19 +124,13 @@ def test_no_parking_until_enough_frames_were_seen() -> None:
     for _ in range(MIN_SAMPLES):
         assert _frame(c, t, 1000, 200) == 0
         t += 1_000 * MS
-    until = c.after_read(
-        t, 200, began_partial=False, pending=200, frame_sizes=[], dropped=False, parked=False
-    )
+    until = _start(c, t, 200)
     assert until == t + 800 * BYTE_NS - GUARD
 
 
 def test_frames_within_one_read_turn_parking_off_for_a_window() -> None:
     """A whole frame in one read (a flood, a socket, a whole write): no parking for a while."""
-    c = ReadCoalescer(guard_ns=GUARD, byte_ns=BYTE_NS)
-    t = 0
-    for _ in range(MIN_SAMPLES):
-        _frame(c, t, 1000, 200)
-        t += 1_000 * MS
+    c, t = _warmed([1000] * MIN_SAMPLES, 200)
     c.after_read(
         t, 1000, began_partial=False, pending=0, frame_sizes=[1000], dropped=False, parked=False
     )
@@ -132,14 +143,8 @@ def test_frames_within_one_read_turn_parking_off_for_a_window() -> None:
 
 def test_a_frame_found_complete_when_parked_moves_the_prediction_earlier() -> None:
     """A parked read that completes the frame may have come late: the next park ends sooner."""
-    c = ReadCoalescer(guard_ns=GUARD, byte_ns=BYTE_NS)
-    t = 0
-    for _ in range(MIN_SAMPLES):
-        _frame(c, t, 1000, 200)
-        t += 1_000 * MS
-    first_until = c.after_read(
-        t, 200, began_partial=False, pending=200, frame_sizes=[], dropped=False, parked=False
-    )
+    c, t = _warmed([1000] * MIN_SAMPLES, 200)
+    first_until = _start(c, t, 200)
     c.after_read(
         first_until,
         800,
@@ -150,45 +155,27 @@ def test_a_frame_found_complete_when_parked_moves_the_prediction_earlier() -> No
         parked=True,
     )
     t += 1_000 * MS
-    next_until = c.after_read(
-        t, 200, began_partial=False, pending=200, frame_sizes=[], dropped=False, parked=False
-    )
+    next_until = _start(c, t, 200)
     assert next_until - t < first_until - (t - 1_000 * MS)
 
 
 def test_a_shorter_frame_is_learned_at_once_from_its_size() -> None:
     """Sizes are known exactly once a frame completes: the smallest recent one is predicted."""
-    c = ReadCoalescer(guard_ns=GUARD, byte_ns=BYTE_NS)
-    t = 0
-    for size in (1000, 1000, 600):
-        _frame(c, t, size, 200)
-        t += 1_000 * MS
-    until = c.after_read(
-        t, 200, began_partial=False, pending=200, frame_sizes=[], dropped=False, parked=False
-    )
+    c, t = _warmed([1000, 1000, 600], 200)
+    until = _start(c, t, 200)
     assert until == t + 400 * BYTE_NS - GUARD
 
 
 def test_a_long_frame_is_read_at_least_every_max_parked_bytes() -> None:
     """A park never lets more than MAX_PARKED_BYTES gather (a tty buffers 4 KiB)."""
-    c = ReadCoalescer(guard_ns=GUARD, byte_ns=BYTE_NS)
-    t = 0
-    for _ in range(MIN_SAMPLES):
-        _frame(c, t, 12_000, 100)
-        t += 2_000 * MS
-    until = c.after_read(
-        t, 100, began_partial=False, pending=100, frame_sizes=[], dropped=False, parked=False
-    )
+    c, t = _warmed([12_000] * MIN_SAMPLES, 100, period_ms=2_000)
+    until = _start(c, t, 100)
     assert until == t + MAX_PARKED_BYTES * BYTE_NS
 
 
 def test_a_frame_whose_start_was_not_seen_is_not_parked() -> None:
     """Bytes of a frame begun before the coalescer knew of it: read on readiness only."""
-    c = ReadCoalescer(guard_ns=GUARD, byte_ns=BYTE_NS)
-    t = 0
-    for _ in range(MIN_SAMPLES):
-        _frame(c, t, 1000, 200)
-        t += 1_000 * MS
+    c, t = _warmed([1000] * MIN_SAMPLES, 200)
     c.reset()
     assert (
         c.after_read(
