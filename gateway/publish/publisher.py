@@ -264,6 +264,7 @@ class Publisher:
         self._generation = 0
         self._window = settings.mqtt.window
         self._commit_requested = False
+        self._flushing = 0
         self._snapshots = 0
         self._durable_snapshot = 0
         self._catalogue: bytes | None = None
@@ -633,10 +634,11 @@ class Publisher:
             self._refill_locked(spool=False)
 
     def _ack_linger(self) -> float:
-        """How long the network thread may gather PUBACKs: only while nothing waits to be sent
-        and the window is less than half full (lock-free reads; a stale answer costs little)."""
+        """How long the network thread may gather PUBACKs: only while nothing waits to be sent,
+        the window is less than half full and no `flush` waits (lock-free reads; a stale answer
+        costs little)."""
         inflight = len(self._inflight)
-        if self._outstanding > inflight or 2 * inflight >= self._window:
+        if self._flushing or self._outstanding > inflight or 2 * inflight >= self._window:
             return 0.0
         return ACK_LINGER_S
 
@@ -874,12 +876,17 @@ class Publisher:
         """Wait up to `timeout` s until every message is acknowledged; True if so."""
         deadline = time.monotonic() + timeout
         with self._lock:
-            while self._outstanding > 0:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._idle.wait(min(left, 0.2))
-            return True
+            self._flushing += 1  # no PUBACK gathering while someone waits for them
+            try:
+                self._link.hurry()
+                while self._outstanding > 0:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return False
+                    self._idle.wait(min(left, 0.2))
+                return True
+            finally:
+                self._flushing -= 1
 
     def commit_now(self, timeout: float = 5.0) -> bool:
         """Commit everything submitted so far now; True once it is durable (within `timeout`)."""

@@ -99,8 +99,22 @@ def test_a_half_full_window_cuts_the_lingering_short(
     count = 40  # 80 messages through a window of 16
     for n in range(count):
         pub.submit_telegram("v5", make_telegram(n), time.monotonic_ns(), time.time_ns())
-    assert pub.flush(10), pub.status()  # without the wake-up: stuck for the 30 s linger
-    assert tester.wait_for(lambda ms: len(telegrams(ms)) == count, 10)
+    # Delivered without a flush: without the wake-up the window stays full for the 30 s linger.
+    assert tester.wait_for(lambda ms: len(telegrams(ms)) == count, 10), pub.status()
+    assert pub.flush(10), pub.status()  # a flush ends the lingering over the last PUBACKs
+
+
+def test_flush_does_not_wait_out_the_linger(
+    broker, probe, publisher, spool_dir, monkeypatch
+) -> None:
+    """A few telegrams in flight and a 30 s linger: flush still gets their PUBACKs at once."""
+    monkeypatch.setattr("gateway.publish.publisher.ACK_LINGER_S", 30.0)
+    pub = publisher(settings(spool_dir, broker), all_day("acme"))
+    assert wait_until(lambda: pub.status().connected, 10)
+    for n in range(3):
+        pub.submit_telegram("v5", make_telegram(n), time.monotonic_ns(), time.time_ns())
+        time.sleep(0.05)  # each acknowledged while the network thread lingers
+    assert pub.flush(10), pub.status()
 
 
 @given(
