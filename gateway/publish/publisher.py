@@ -566,6 +566,8 @@ class Publisher:
         returned, and the writer woken, when the next message must first be read from the spool
         or lies beyond a gap in the ids.
         """
+        if self._sent_upto >= self._next_id:  # everything issued went out: nothing to scan
+            return None
         while True:
             while self._buffer:
                 head = self._buffer[0]

@@ -78,6 +78,7 @@ def test_refill_outside_the_writer_never_steps_over_a_gap(spool_dir: Path, broke
     pub._send_locked = send  # type: ignore[method-assign]
     pub._sent_upto = 3  # 3 and 4 were taken out of the batch by a commit not yet finished
     pub._pending = OrderedDict((i, _message(i)) for i in (5, 6))
+    pub._next_id = 7
     with pub._lock:
         pub._refill_locked(spool=False)
     assert sent == []
