@@ -35,6 +35,7 @@ from gateway.p1.telegram import Telegram
 from gateway.publish import payload as pl
 from gateway.publish.clock import SystemClockProbe
 from gateway.publish.mqtt import (
+    CONTROL_SLACK,
     Acked,
     CallbackFailed,
     Connected,
@@ -61,6 +62,11 @@ _READ_CHUNK = 256
 _WORKER_TICK = 0.25
 #: How long the network thread gathers PUBACKs after a read while nothing waits to be sent.
 ACK_LINGER_S = 0.1
+#: Retained control messages (status, catalogue, health) unacknowledged at once: paho's own
+#: in-flight bound is the telegram window plus this. More wait in the publisher, the newest
+#: payload per topic, and go out as PUBACKs come, so a burst of them (a health message per port
+#: every few seconds and on every connect) never makes paho queue a telegram behind it.
+CONTROL_WINDOW = CONTROL_SLACK
 #: Unacknowledged messages from which a connected publisher counts as lagging its input.
 LAG_MESSAGES = 1000
 
@@ -257,6 +263,7 @@ class Publisher:
         self._dead: list[DeadLetter] = []
         self._inflight: dict[int, SpoolMessage] = {}
         self._control_inflight: dict[int, str] = {}
+        self._control_waiting: OrderedDict[str, bytes] = OrderedDict()
         self._buffer: deque[SpoolMessage] = deque()
         self._sent_upto = 1
         self._outstanding = 0
@@ -318,12 +325,15 @@ class Publisher:
             self._running = False
         self.flush(max(0.0, deadline - time.monotonic() - 1.0))
         with self._lock:
-            mid = self._publish_control_locked(
-                self.topics.status(),
+            topic = self.topics.status()
+            connected = self._ready and self._link.connected
+            self._publish_control_locked(
+                topic,
                 pl.status_payload(self.settings.rig, "offline", reason="shutdown"),
+                first=True,
             )
             end = min(deadline, time.monotonic() + 1.0)
-            while mid is not None and mid in self._control_inflight:
+            while connected and not self._control_settled(topic):
                 if time.monotonic() >= end:
                     break
                 self._idle.wait(0.05)
@@ -612,20 +622,39 @@ class Publisher:
             if not self._send_locked(msg):
                 return
 
-    def _publish_control_locked(self, topic: str, data: bytes) -> int | None:
-        """Publish a retained control message (status, catalogue, health) when connected."""
-        if not (self._ready and self._link.connected):
-            return None
-        try:
-            result = self._link.publish(topic, data, 1, retain=True)
-        except (ValueError, TypeError) as exc:
-            self.counters.control_refused += 1
-            self._last_error = f"control publish to {topic}: {exc}"
-            return None
-        if not result.accepted:
-            return None
-        self._control_inflight[result.mid] = topic
-        return result.mid
+    def _publish_control_locked(self, topic: str, data: bytes, *, first: bool = False) -> None:
+        """Set a retained control message (status, catalogue, health) to go out: now if the
+        control window has room, else when it has (replacing an older payload still waiting
+        for the same topic); `first` puts it before the others waiting."""
+        self._control_waiting[topic] = data
+        if first:
+            self._control_waiting.move_to_end(topic, last=False)
+        self._pump_control_locked()
+        if self._control_waiting:
+            self._link.hurry()  # the window is full: read its PUBACKs now, not after a linger
+
+    def _pump_control_locked(self) -> None:
+        """Send waiting control messages while connected and the control window has room."""
+        waiting = self._control_waiting
+        while waiting and len(self._control_inflight) < CONTROL_WINDOW:
+            if not (self._ready and self._link.connected):
+                return
+            topic, data = waiting.popitem(last=False)
+            try:
+                result = self._link.publish(topic, data, 1, retain=True)
+            except (ValueError, TypeError) as exc:
+                self.counters.control_refused += 1
+                self._last_error = f"control publish to {topic}: {exc}"
+                continue
+            if not result.accepted:  # the connection just went: the next connect resends
+                waiting[topic] = data
+                waiting.move_to_end(topic, last=False)
+                return
+            self._control_inflight[result.mid] = topic
+
+    def _control_settled(self, topic: str) -> bool:
+        """Whether no control message for `topic` waits or is unacknowledged."""
+        return topic not in self._control_waiting and topic not in self._control_inflight.values()
 
     # --- events (writer thread) ---------------------------------------------------------
 
@@ -637,10 +666,12 @@ class Publisher:
 
     def _ack_linger(self) -> float:
         """How long the network thread may gather PUBACKs: only while nothing waits to be sent,
-        the window is less than half full and no `flush` waits (lock-free reads; a stale answer
-        costs little)."""
+        the telegram and control windows are less than half full and no `flush` waits
+        (lock-free reads; a stale answer costs little)."""
         inflight = len(self._inflight)
         if self._flushing or self._outstanding > inflight or 2 * inflight >= self._window:
+            return 0.0
+        if self._control_waiting or 2 * len(self._control_inflight) >= CONTROL_WINDOW:
             return 0.0
         return ACK_LINGER_S
 
@@ -673,25 +704,25 @@ class Publisher:
             self._sent_upto = min(self._sent_upto, min(m.id for m in self._inflight.values()))
         self._inflight.clear()
         self._control_inflight.clear()
+        # The retained state goes out again whole; of what waited, only removals are kept.
+        cleared = [t for t, data in self._control_waiting.items() if data == b""]
+        self._control_waiting.clear()
         self._buffer.clear()
         window = self.settings.mqtt.window
         if event.receive_maximum:
             window = min(window, event.receive_maximum)
         self._window = max(1, window)
         self._ready = True
-        self._publish_control_locked(
-            self.topics.status(),
-            pl.status_payload(
-                self.settings.rig,
-                "online",
-                protocol=event.protocol,
-                since=rfc3339_utc(self._wall_ns()),
-            ),
+        waiting = self._control_waiting
+        waiting[self.topics.status()] = pl.status_payload(
+            self.settings.rig, "online", protocol=event.protocol, since=rfc3339_utc(self._wall_ns())
         )
         if self._catalogue is not None:
-            self._publish_control_locked(self.topics.variants(), self._catalogue)
+            waiting[self.topics.variants()] = self._catalogue
+        waiting.update((topic, b"") for topic in cleared)
         for variant, data in self._health.items():
-            self._publish_control_locked(self.topics.health(variant), data)
+            waiting[self.topics.health(variant)] = data
+        self._pump_control_locked()
 
     def _on_ack_locked(self, event: Acked) -> None:
         """PUBACK: forget the message (never committed, or deleted at the next commit)."""
@@ -706,6 +737,7 @@ class Publisher:
             elif event.failure:
                 self.counters.control_refused += 1
                 self._last_error = f"broker refused {topic}: {event.reason}"
+            self._pump_control_locked()
             self._idle.notify_all()
             return
         if event.failure:

@@ -13,7 +13,7 @@ from paho.mqtt.properties import Properties
 
 from gateway.publish import Publisher
 from gateway.publish.mqtt import _PackedProperties, pack_user_properties
-from gateway.publish.publisher import ACK_LINGER_S
+from gateway.publish.publisher import ACK_LINGER_S, CONTROL_WINDOW
 from gateway.publish.spool import SpoolMessage
 from tests.publish.helpers import all_day, make_telegram, settings, telegrams
 from tests.support.mosquitto import wait_until
@@ -131,3 +131,29 @@ def test_user_properties_are_packed_as_paho_packs_them(pairs: tuple[tuple[str, s
     packed = _PackedProperties(pairs)
     assert packed.pack() == bytes(reference.pack())
     assert "UserProperty" in str(packed)
+
+
+def test_a_burst_of_health_messages_neither_delays_telegrams_nor_is_lost(
+    broker, probe, publisher, spool_dir: Path, monkeypatch
+) -> None:
+    """Health of many ports at once, then a telegram, under a 30 s linger: all of it arrives."""
+    monkeypatch.setattr("gateway.publish.publisher.ACK_LINGER_S", 30.0)
+    ports = 5 * CONTROL_WINDOW  # more than paho's whole in-flight and queue room
+    watcher = probe("bravo", ["p1/rig-a/health/#"])
+    tester = probe("acme", ["p1/rig-a/slot/acme/#"])
+    pub = publisher(settings(spool_dir, broker), all_day("acme"))
+    assert wait_until(lambda: pub.status().connected, 10)
+    pub.submit_telegram("v5", make_telegram(0), time.monotonic_ns(), time.time_ns())
+    assert tester.wait_for(lambda ms: len(telegrams(ms)) == 1, 10)  # the network thread lingers
+    for n in range(ports):
+        pub.publish_health(f"port-{n}", {"state": "up", "telegrams": n})
+    pub.submit_telegram("v5", make_telegram(1), time.monotonic_ns(), time.time_ns())
+    # Before the control window, paho queued this telegram behind the burst until the linger
+    # ended, and refused the health messages beyond its queue bound.
+    assert tester.wait_for(lambda ms: len(telegrams(ms)) == 2, 10), pub.status()
+    assert watcher.wait_for(lambda ms: len({m.topic for m in ms}) == ports, 10), pub.status()
+    assert pub.status().counters.control_refused == 0
+    pub.publish_health("port-0", {"state": "silent"})  # a changed payload still goes out
+    assert watcher.wait_for(
+        lambda ms: any(b'"silent"' in m.payload for m in ms if m.topic.endswith("/port-0")), 10
+    )
