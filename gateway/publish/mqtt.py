@@ -36,7 +36,7 @@ import ssl
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,6 +50,9 @@ from gateway.publish.settings import MqttSettings
 from gateway.threadnames import name_this_thread
 
 log = logging.getLogger(__name__)
+
+#: Linux's TCP_CORK (None elsewhere: `MqttLink.corked` then does nothing).
+_TCP_CORK: int | None = getattr(socket, "TCP_CORK", None)
 
 #: CONNACK reason "Unsupported protocol version" (also what paho reports when a 3.1.1-only
 #: broker answers a v5 CONNECT with return code 1).
@@ -553,6 +556,27 @@ class MqttLink:
             rc == MQTTErrorCode.MQTT_ERR_NO_CONN and qos > 0
         )
         return PublishResult(accepted, info.mid, int(rc))
+
+    @contextlib.contextmanager
+    def corked(self) -> Iterator[None]:
+        """Publishes within leave together: the socket is corked (TCP_CORK) until the end, so a
+        telegram's two PUBLISH packets go out in one segment and wake the broker once."""
+        client = self._client
+        if client is None or _TCP_CORK is None:
+            yield
+            return
+        with client.io_lock:
+            sock = client.socket()
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, _TCP_CORK, 1)  # type: ignore[union-attr]
+            except (OSError, AttributeError, TypeError, ValueError):
+                sock = None  # no socket now, or not TCP (a Unix or WebSocket transport)
+            try:
+                yield
+            finally:
+                if sock is not None:
+                    with contextlib.suppress(OSError, ValueError):
+                        sock.setsockopt(socket.IPPROTO_TCP, _TCP_CORK, 0)  # type: ignore[attr-defined]
 
     def progress_time(self) -> float:
         """When the network loop last made progress (monotonic seconds).

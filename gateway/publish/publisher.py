@@ -414,8 +414,9 @@ class Publisher:
             )
             if not routes:
                 return SubmitOutcome.HELD
-            for route in routes:
-                self._emit_locked(route)
+            with self._link.corked():
+                for route in routes:
+                    self._emit_locked(route)
             return SubmitOutcome.ROUTED if routes[-1].holder else SubmitOutcome.UNROUTED
 
     def _reject(self, variant: str, kind: str, raw: bytes, reason: str) -> SubmitOutcome:
@@ -611,16 +612,24 @@ class Publisher:
             return None
 
     def _refill_locked(self, spool: bool = True) -> None:
-        """Fill the in-flight window in id order (reading the spool: the writer thread only)."""
-        while self._ready and self._link.connected and len(self._inflight) < self._window:
-            msg = self._next_unsent_locked(spool)
-            if msg is None:
-                return
-            if not self._seqs.ok(msg.variant, msg.seq):
-                self._request_commit_locked()
-                return
-            if not self._send_locked(msg):
-                return
+        """Fill the in-flight window in id order (reading the spool: the writer thread only);
+        what one refill sends leaves corked, in as few segments as the socket allows."""
+        room = self._room_locked
+        msg = self._next_unsent_locked(spool) if room() else None
+        if msg is None:
+            return
+        with self._link.corked():
+            while msg is not None:
+                if not self._seqs.ok(msg.variant, msg.seq):
+                    self._request_commit_locked()
+                    return
+                if not self._send_locked(msg):
+                    return
+                msg = self._next_unsent_locked(spool) if room() else None
+
+    def _room_locked(self) -> bool:
+        """Whether the link is up and the in-flight window has room."""
+        return self._ready and self._link.connected and len(self._inflight) < self._window
 
     def _publish_control_locked(self, topic: str, data: bytes, *, first: bool = False) -> None:
         """Set a retained control message (status, catalogue, health) to go out: now if the

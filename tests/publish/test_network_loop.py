@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import socket
+import struct
 import time
 from collections import OrderedDict
 from pathlib import Path
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from paho.mqtt.packettypes import PacketTypes
@@ -157,3 +160,32 @@ def test_a_burst_of_health_messages_neither_delays_telegrams_nor_is_lost(
     assert watcher.wait_for(
         lambda ms: any(b'"silent"' in m.payload for m in ms if m.topic.endswith("/port-0")), 10
     )
+
+
+def _data_segments_out(sock: socket.socket) -> int:
+    """Linux TCP_INFO's tcpi_data_segs_out: data segments this socket has sent."""
+    info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 160)
+    return int(struct.unpack_from("I", info, 156)[0])
+
+
+@pytest.mark.skipif(not hasattr(socket, "TCP_CORK"), reason="TCP_CORK is Linux's")
+def test_a_telegrams_two_packets_leave_in_one_segment(
+    broker, probe, publisher, spool_dir: Path
+) -> None:
+    """The decoded and the raw PUBLISH of a telegram go out together: one wake of the broker."""
+    tester = probe("acme", ["p1/rig-a/slot/acme/#"])
+    pub = publisher(settings(spool_dir, broker), all_day("acme"))
+    assert wait_until(lambda: pub.status().connected, 10)
+    pub.submit_telegram("v5", make_telegram(0), time.monotonic_ns(), time.time_ns())
+    assert tester.wait_for(lambda ms: len(ms) == 2, 10)  # sent after the seq reservation
+    assert pub.flush(5)
+    client = pub.link._client
+    assert client is not None and client.socket() is not None
+    sock = client.socket()
+    count = 10
+    before = _data_segments_out(sock)
+    for n in range(1, count + 1):
+        pub.submit_telegram("v5", make_telegram(n), time.monotonic_ns(), time.time_ns())
+        assert tester.wait_for(lambda ms, k=n + 1: len(telegrams(ms)) == k, 10)
+    assert tester.wait_for(lambda ms: len(ms) == 2 * (count + 1), 10)
+    assert _data_segments_out(sock) - before == count  # 2 * count without the cork
