@@ -496,21 +496,23 @@ class Gateway:
         }
 
     def write_status(self, state: str = "running") -> None:
-        """Rewrite the status file and tell systemd a one-line summary."""
+        """Rewrite the status file and tell systemd a one-line summary of the same reading."""
+        status = self.status(state)
         try:
-            write_status_file(self.cfg.status.file, self.status(state))
+            write_status_file(self.cfg.status.file, status)
         except OSError as exc:
             log.warning("status file not written", file=str(self.cfg.status.file), error=str(exc))
         if state == "running":
-            self.notifier.status(self.summary())
+            self.notifier.status(self.summary(status))
 
-    def summary(self) -> str:
-        """One line for `systemctl status`."""
-        snaps = self.mux.snapshot()
-        up = sum(1 for s in snaps.values() if s.state.value == "up")
-        pub = self.publisher.status()
-        broker = "broker connected" if pub.connected else "broker DISCONNECTED"
-        text = f"{up}/{len(self.cfg.variants)} ports up; {broker}; {pub.outstanding} unacked"
+    def summary(self, status: dict[str, Any] | None = None) -> str:
+        """One line for `systemctl status`, from `status` (read now when not given)."""
+        if status is None:
+            status = self.status()
+        up = sum(1 for port in status["ports"].values() if port["state"] == "up")
+        broker = status["broker"]
+        link = "broker connected" if broker["connected"] else "broker DISCONNECTED"
+        text = f"{up}/{len(self.cfg.variants)} ports up; {link}; {broker['outstanding']} unacked"
         if self.last_reload is not None and not self.last_reload.ok:
             text += "; config REFUSED (running the previous one)"
         return text

@@ -62,8 +62,11 @@ def test_daemon_publishes_to_the_holder_only_and_talks_to_systemd() -> None:
         assert h.notify is not None
         assert h.notify.having("READY", "1")
         assert wait_until(lambda: len(h.notify.having("WATCHDOG", "1")) >= 2, 10)
-        assert any("ports up" in m["STATUS"] for m in h.notify.having("STATUS"))
         assert wait_until(lambda: all(p["state"] == "up" for p in h.status()["ports"].values()), 10)
+        every = f"{len(variants)}/{len(variants)} ports up; broker connected;"
+        assert wait_until(
+            lambda: any(every in m["STATUS"] for m in h.notify.having("STATUS")), 10
+        ), [m["STATUS"] for m in h.notify.having("STATUS")][-3:]
 
         code, took = h.stop_daemon()
         assert code == 0, h.log()
