@@ -115,7 +115,7 @@ class MqttConfig(_Frozen):
     password_file: Path | None = None
     tls_ca_file: Path | None = None
     topic_prefix: TopicPrefix = "p1"
-    qos: Literal[0, 1, 2] = 1
+    qos: int = Field(default=1, ge=0, le=2)  # not Literal: a P1GW_MQTT__QOS=1 string must do
     client_id: str | None = None
     keepalive: int = Field(default=30, ge=5, le=3600)
 

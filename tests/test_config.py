@@ -185,10 +185,12 @@ def test_environment_overrides_the_file(tmp_path: Path, monkeypatch: pytest.Monk
     """P1GW_ variables override the main file's settings, nested with '__'."""
     monkeypatch.setenv("P1GW_MQTT__HOST", "broker.example")
     monkeypatch.setenv("P1GW_CLOCK__REQUIRE_SYNC", "false")
+    monkeypatch.setenv("P1GW_MQTT__QOS", "0")
     cfg = load_config(write_config(tmp_path))
     assert cfg.mqtt.host == "broker.example"
     assert cfg.mqtt.port == 18830
     assert cfg.clock.require_sync is False
+    assert cfg.mqtt.qos == 0
 
 
 def test_bad_environment_override_is_reported(
