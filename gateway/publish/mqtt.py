@@ -58,7 +58,8 @@ _TCP_CORK: int | None = getattr(socket, "TCP_CORK", None)
 #: broker answers a v5 CONNECT with return code 1).
 UNSUPPORTED_PROTOCOL_VERSION = 0x84
 
-#: Extra room in paho's own in-flight and queue bounds for retained control messages.
+#: Extra room in paho's own in-flight and queue bounds for retained control messages: the
+#: publisher never has more of them unacknowledged at once (its CONTROL_WINDOW).
 CONTROL_SLACK = 16
 
 #: paho's socket connect timeout (its default), part of the liveness budget while away.
