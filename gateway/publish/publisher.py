@@ -71,6 +71,16 @@ CONTROL_WINDOW = CONTROL_SLACK
 LAG_MESSAGES = 1000
 
 
+def split_receive_maximum(window: int, receive_maximum: int | None) -> tuple[int, int]:
+    """The telegram and control windows under the broker's Receive Maximum (MQTT 5: how many
+    QoS 1 messages it takes unacknowledged; None: no limit said). Together they stay within
+    it: control messages get a quarter of it, at most CONTROL_WINDOW, at least one."""
+    if not receive_maximum:
+        return max(1, window), CONTROL_WINDOW
+    control = max(1, min(CONTROL_WINDOW, receive_maximum // 4))
+    return max(1, min(window, receive_maximum - control)), control
+
+
 class SubmitOutcome(Enum):
     """What became of one submitted reception."""
 
@@ -270,6 +280,7 @@ class Publisher:
         self._ready = False
         self._generation = 0
         self._window = settings.mqtt.window
+        self._control_window = CONTROL_WINDOW
         self._commit_requested = False
         self._flushing = 0
         self._snapshots = 0
@@ -531,7 +542,7 @@ class Publisher:
         if not result.accepted:
             return False
         self._inflight[result.mid] = msg
-        if 2 * len(self._inflight) == self._window:
+        if len(self._inflight) == (self._window + 1) // 2:
             self._link.hurry()  # the window is half full: stop gathering PUBACKs now
         self._sent_upto = max(self._sent_upto, msg.id + 1)
         self.counters.published += 1
@@ -645,7 +656,7 @@ class Publisher:
     def _pump_control_locked(self) -> None:
         """Send waiting control messages while connected and the control window has room."""
         waiting = self._control_waiting
-        while waiting and len(self._control_inflight) < CONTROL_WINDOW:
+        while waiting and len(self._control_inflight) < self._control_window:
             if not (self._ready and self._link.connected):
                 return
             topic, data = waiting.popitem(last=False)
@@ -680,7 +691,7 @@ class Publisher:
         inflight = len(self._inflight)
         if self._flushing or self._outstanding > inflight or 2 * inflight >= self._window:
             return 0.0
-        if self._control_waiting or 2 * len(self._control_inflight) >= CONTROL_WINDOW:
+        if self._control_waiting or 2 * len(self._control_inflight) >= self._control_window:
             return 0.0
         return ACK_LINGER_S
 
@@ -717,10 +728,9 @@ class Publisher:
         cleared = [t for t, data in self._control_waiting.items() if data == b""]
         self._control_waiting.clear()
         self._buffer.clear()
-        window = self.settings.mqtt.window
-        if event.receive_maximum:
-            window = min(window, event.receive_maximum)
-        self._window = max(1, window)
+        self._window, self._control_window = split_receive_maximum(
+            self.settings.mqtt.window, event.receive_maximum
+        )
         self._ready = True
         waiting = self._control_waiting
         waiting[self.topics.status()] = pl.status_payload(

@@ -7,6 +7,7 @@ import struct
 import time
 from collections import OrderedDict
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -16,7 +17,7 @@ from paho.mqtt.properties import Properties
 
 from gateway.publish import Publisher
 from gateway.publish.mqtt import _PackedProperties, pack_user_properties
-from gateway.publish.publisher import ACK_LINGER_S, CONTROL_WINDOW
+from gateway.publish.publisher import ACK_LINGER_S, CONTROL_WINDOW, split_receive_maximum
 from gateway.publish.spool import SpoolMessage
 from tests.publish.helpers import all_day, make_telegram, settings, telegrams
 from tests.support.mosquitto import wait_until
@@ -189,3 +190,42 @@ def test_a_telegrams_two_packets_leave_in_one_segment(
         assert tester.wait_for(lambda ms, k=n + 1: len(telegrams(ms)) == k, 10)
     assert tester.wait_for(lambda ms: len(ms) == 2 * (count + 1), 10)
     assert _data_segments_out(sock) - before == count  # 2 * count without the cork
+
+
+def test_the_broker_receive_maximum_is_shared_by_telegrams_and_control_messages() -> None:
+    """Telegram and control windows together stay within the broker's Receive Maximum."""
+    assert split_receive_maximum(16, None) == (16, CONTROL_WINDOW)
+    assert split_receive_maximum(16, 20) == (15, 5)  # mosquitto's default max_inflight_messages
+    assert split_receive_maximum(16, 65535) == (16, CONTROL_WINDOW)
+    for receive_maximum in range(2, 200):
+        window, control = split_receive_maximum(16, receive_maximum)
+        assert window >= 1 and control >= 1 and window + control <= receive_maximum
+
+
+def test_a_burst_never_exceeds_the_brokers_receive_maximum(
+    broker, probe, publisher, spool_dir: Path, monkeypatch
+) -> None:
+    """mosquitto says Receive Maximum 20: health and telegrams together never have more out."""
+    monkeypatch.setattr("gateway.publish.publisher.ACK_LINGER_S", 30.0)
+    watcher = probe("bravo", ["p1/rig-a/health/#"])
+    tester = probe("acme", ["p1/rig-a/slot/acme/#"])
+    pub = publisher(settings(spool_dir, broker), all_day("acme"))
+    assert wait_until(lambda: pub.status().connected, 10)
+    unacked: list[int] = []
+    publish = pub.link.publish
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        """Note how many messages are out before each publish (called under the lock)."""
+        unacked.append(len(pub._inflight) + len(pub._control_inflight))
+        return publish(*args, **kwargs)
+
+    monkeypatch.setattr(pub.link, "publish", counting)
+    ports, count = 40, 30
+    for n in range(count):
+        pub.publish_health(f"port-{n}", {"state": "up", "telegrams": n})
+        pub.submit_telegram("v5", make_telegram(n), time.monotonic_ns(), time.time_ns())
+    for n in range(count, ports):
+        pub.publish_health(f"port-{n}", {"state": "up", "telegrams": n})
+    assert tester.wait_for(lambda ms: len(telegrams(ms)) == count, 10), pub.status()
+    assert watcher.wait_for(lambda ms: len({m.topic for m in ms}) == ports, 10), pub.status()
+    assert max(unacked) + 1 <= 20, max(unacked)
