@@ -382,6 +382,11 @@ class SimulatedMeter:
             raw = raw[: max(2, raw.rfind(b"!") // 2)]
         if self.model.seven_e_one:
             raw = raw.translate(EVEN_PARITY)
+        if not self._backlog and self.line_pacing:
+            # The line was idle: it earned no credit meanwhile. A UART sends a telegram's
+            # first byte at the line's pace like every other (no burst at a frame's start).
+            self._tokens = 0.0
+            self._last_pump_ns = now_ns
         self._backlog += raw
         if self.on_written is not None:
             self._ends.append((self._bytes_written + len(self._backlog), n))

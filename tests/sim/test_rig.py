@@ -83,6 +83,26 @@ def test_line_pacing_holds_the_byte_rate_of_a_9600_baud_line(tmp_path: Path) -> 
     assert 0 < rate < 1100  # never faster than the line (plus a 50 ms burst allowance)
 
 
+def test_a_telegram_starts_at_the_line_pace_after_an_idle_line(tmp_path: Path) -> None:
+    """The gap between telegrams earns no burst: each telegram takes its line time, less at
+    most one 10 ms write."""
+    variant = "fluvius-s211"
+    with (
+        VirtualRig(_models(variant), link_dir=tmp_path, rate=2) as rig,
+        PtyReader(tmp_path / variant) as reader,
+    ):
+        wait_until(lambda: len(_frames(reader.data)) >= 4, timeout=15)
+        data, arrivals = reader.data, list(reader.arrivals)
+    rate = rig.meter(variant).model.line_bytes_per_s
+    starts = [m.start() for m in re.finditer(re.escape(b"/"), data)][1:4]  # after a gap each
+    for start in starts:
+        size = data.index(b"\r\n", data.index(b"!", start)) + 2 - start
+        began = next(t for t, upto in arrivals if upto > start)
+        ended = next(t for t, upto in arrivals if upto >= start + size)
+        # Before: the first write after the gap carried up to 50 ms of line time at once.
+        assert ended - began >= size / rate - 0.025, (ended - began, size / rate)
+
+
 def test_unplug_closes_the_pty_and_replug_repoints_the_link(tmp_path: Path) -> None:
     """Unplug: the link goes and the reader sees end of file; replug: a new pty, link back."""
     with VirtualRig(_models("fluvius-s211"), link_dir=tmp_path, rate=10) as rig:

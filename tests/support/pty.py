@@ -98,6 +98,8 @@ class PtyReader:
         self.fd = os.open(str(path), os.O_RDONLY | os.O_NOCTTY)
         tty.setraw(self.fd)
         self._data = bytearray()
+        self.arrivals: list[tuple[float, int]] = []
+        """(time.monotonic(), bytes read so far) after every read."""
         self._lock = threading.Lock()
         self.eof = False
         self._stop = False
@@ -119,6 +121,7 @@ class PtyReader:
                 return
             with self._lock:
                 self._data += chunk
+                self.arrivals.append((time.monotonic(), len(self._data)))
 
     @property
     def data(self) -> bytes:
