@@ -646,12 +646,14 @@ class Publisher:
         """Set a retained control message (status, catalogue, health) to go out: now if the
         control window has room, else when it has (replacing an older payload still waiting
         for the same topic); `first` puts it before the others waiting."""
-        self._control_waiting[topic] = data
+        waiting = self._control_waiting
+        was_waiting = bool(waiting)
+        waiting[topic] = data
         if first:
-            self._control_waiting.move_to_end(topic, last=False)
+            waiting.move_to_end(topic, last=False)
         self._pump_control_locked()
-        if self._control_waiting:
-            self._link.hurry()  # the window is full: read its PUBACKs now, not after a linger
+        if waiting and not was_waiting:
+            self._link.hurry()  # the window just filled: read its PUBACKs now, not after a linger
 
     def _pump_control_locked(self) -> None:
         """Send waiting control messages while connected and the control window has room."""
