@@ -1,4 +1,5 @@
-"""The link's receive path: one socket read for many packets, PUBACKs decoded as paho does."""
+"""The link's fast paths through paho: one socket read for many packets, PUBACKs decoded as
+paho decodes them."""
 
 from __future__ import annotations
 
