@@ -354,6 +354,13 @@ class Publisher:
         self._events.put(_WAKE)
         if self._worker is not None:
             self._worker.join(timeout=max(1.0, deadline - time.monotonic() + 5.0))
+            if self._worker.is_alive():
+                # Stuck in SQLite (a hung disk): closing would wait for the connection's mutex
+                # it holds, and stop with it. SQLite's journal keeps the file whole; the
+                # process exit releases the rest.
+                with self._lock:
+                    self._last_error = "the spool writer did not stop (disk hung?): spool left open"
+                return
         self._spool.close()
 
     def __enter__(self) -> Publisher:

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from gateway.errors import SpoolError
+from gateway.publish import Publisher
 from gateway.publish.spool import CACHE_KIB, CommitBatch, DeadLetter, Spool, SpoolMessage
+from tests.publish.helpers import all_day, make_telegram, settings
+from tests.support.mosquitto import REPO
 
 
 def msg(i: int, size: int = 10, variant: str = "v5") -> SpoolMessage:
@@ -139,3 +147,58 @@ def test_one_process_per_spool(tmp_path: Path) -> None:
         Spool(path, max_bytes=10**6).open()
     first.close()
     Spool(path, max_bytes=10**6).open().close()
+
+
+def stuck_writer_scenario(folder: str) -> None:
+    """Stop a publisher whose writer is stuck inside SQLite; print what stop left behind.
+
+    Run in a process of its own by the test below: closing a connection under a statement in
+    progress, as stop once did, can crash the interpreter (here: the statement runs a Python
+    function, whose context the close frees).
+    """
+    pub = Publisher(settings(Path(folder) / "spool", None), all_day("acme"))
+    pub.start()
+    entered, release = threading.Event(), threading.Event()
+
+    def hang() -> int:
+        """Block inside sqlite3_step, holding the connection's mutex as a hung write would."""
+        entered.set()
+        release.wait(60)
+        return 0
+
+    db = pub._spool.db
+    db.create_function("p1gw_test_hang", 0, hang)
+    commit = pub._spool.commit
+
+    def stuck_commit(batch: CommitBatch) -> Any:
+        """The writer's commit, after a statement that does not return."""
+        db.execute("SELECT p1gw_test_hang()").fetchone()
+        return commit(batch)
+
+    pub._spool.commit = stuck_commit  # type: ignore[method-assign]
+    pub.submit_telegram("v5", make_telegram(0), time.monotonic_ns(), time.time_ns())
+    assert entered.wait(10), "the writer never committed"
+    stopper = threading.Thread(target=pub.stop, kwargs={"timeout": 1.0}, daemon=True)
+    stopper.start()
+    stopper.join(30)
+    print(f"stop returned: {not stopper.is_alive()}", flush=True)
+    print(f"spool open: {pub._spool._db is not None}", flush=True)
+    print(f"last error: {pub.status().last_error}", flush=True)
+    release.set()
+    stopper.join(30)
+    assert pub._worker is not None
+    pub._worker.join(10)
+    pub._spool.close()
+
+
+def test_stop_returns_while_the_spool_writer_is_stuck_in_sqlite(tmp_path: Path) -> None:
+    """A writer stuck inside SQLite (a hung disk) cannot hold up stop: the spool is left open
+    for the process exit, and the status says why."""
+    code = f"from tests.publish.test_spool import stuck_writer_scenario as s; s({str(tmp_path)!r})"
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, (proc.returncode, proc.stdout, proc.stderr[-2000:])
+    assert "stop returned: True" in proc.stdout
+    assert "spool open: True" in proc.stdout
+    assert "last error: the spool writer did not stop" in proc.stdout
