@@ -357,8 +357,8 @@ class Publisher:
             if self._worker.is_alive():
                 # Stuck in SQLite (a hung disk): closing would wait for the connection's mutex
                 # it holds, and stop with it. SQLite's journal keeps the file whole; the
-                # process exit releases the rest. Not under `_lock`: a writer stuck in a
-                # spool read holds it.
+                # process exit releases the rest. (A writer stuck in a spool read, which it
+                # makes under `_lock`, still holds stop at its first `with self._lock`.)
                 self._last_error = "the spool writer did not stop (disk hung?): spool left open"
                 return
         self._spool.close()
