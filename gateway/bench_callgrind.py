@@ -2,6 +2,7 @@
 
     python -m gateway.bench_callgrind                 # both modes, counts and native timing
     python -m gateway.bench_callgrind --telegrams 200 --batched-telegrams 800
+    python -m gateway.bench_callgrind --rig           # the daemon itself at rig load
 
 The measured loop is the daemon's per-telegram path with its real parts, in one process: the
 virtual rig's telegrams for 32 meters (rendered beforehand, the same in every run), fed to a
@@ -19,17 +20,27 @@ with none, the same set-up otherwise; instructions per telegram = (I(N) - I(0)) 
 loop then runs natively with 10 N telegrams to time it (CPU of the loop), which gives this
 machine's instructions per second on this code: the basis of the Raspberry Pi estimate in
 docs/performance.md.
+
+`--rig` counts the daemon itself instead: `bench e2e`'s rig load (32 ports, one telegram a
+second each, at line pace) with the gateway process run under callgrind, its counting switched
+on (`callgrind_control -i on`) only for the measured window. Everything the daemon does at rig
+load is in it: the reader's wake-ups, framing, decoding, publishing, the PUBACKs, the spool's
+commits, the status file, health and the watchdog. valgrind makes the gateway many times slower,
+so its wake-ups come in a different pattern (more reads per telegram, fewer PUBACKs per read):
+the count is of this code under that pattern, not a native run's.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -182,6 +193,82 @@ def measure(mode: str, telegrams: int) -> ModeFigures:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class RigFigures:
+    """The daemon under callgrind at rig load, over the measured window."""
+
+    ports: int
+    seconds: float
+    telegrams: int
+    """Telegrams the simulator wrote in the window."""
+    received: int
+    """Telegrams the subscriber received in the window."""
+    instructions: int
+
+    @property
+    def instructions_per_telegram(self) -> float:
+        """All threads' user-space instructions per telegram written."""
+        return self.instructions / max(1, self.telegrams)
+
+
+@contextlib.contextmanager
+def _counting(pid: int) -> Iterator[None]:
+    """callgrind's counting on for the block, in the process `pid` (started with it off);
+    then its counts dumped (a file `.1` beside the output file) while the process runs on."""
+    control = shutil.which("callgrind_control") or "callgrind_control"
+    subprocess.run([control, "-i", "on", str(pid)], check=True, capture_output=True)
+    try:
+        yield
+    finally:
+        subprocess.run([control, "-i", "off", str(pid)], check=True, capture_output=True)
+        subprocess.run([control, "-d", str(pid)], check=True, capture_output=True)
+
+
+def rig_instructions(ports: int, settle_s: float, window_s: float) -> RigFigures:
+    """Run `bench e2e`'s rig load with the gateway under callgrind; count over the window."""
+    from gateway import bench_e2e
+
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        raise RuntimeError("valgrind is not installed")
+    parser = argparse.ArgumentParser()
+    bench_e2e.configure(parser)
+    args = parser.parse_args(
+        [
+            *("--ports", str(ports), "--skip-baseline", "--skip-flood", "--load-rate", "0"),
+            *("--idle-seconds", "0", "--settle", str(settle_s), "--rig-seconds", str(window_s)),
+        ]
+    )
+    with tempfile.TemporaryDirectory(prefix="p1gw-callgrind-rig-") as tmp:
+        out = Path(tmp) / "callgrind.out"
+        args.gateway_wrapper = [
+            valgrind,
+            "--tool=callgrind",
+            "--instr-atstart=no",
+            "--cache-sim=no",
+            "--branch-sim=no",
+            f"--callgrind-out-file={out}",
+        ]
+        bench = bench_e2e.Bench(args)
+        try:
+            bench.start()
+            side = bench.sides["ours"]
+            result = bench.measure(side, "rig", around_window=_counting(side.pid))
+        finally:
+            bench.close()  # the gateway's own exit dump counts nothing more (counting is off)
+        # A dump's `summary:` line says 0 when counting is off at the moment of the dump; its
+        # `totals:` line holds what was counted.
+        totals = [
+            int(m.group(1))
+            for f in Path(tmp).glob("callgrind.out*")
+            for m in [re.search(r"^totals:\s*(\d+)", f.read_text(), re.M)]
+            if m is not None
+        ]
+    if not totals:
+        raise RuntimeError("no instruction total in the callgrind output")
+    return RigFigures(ports, result.seconds, result.sent, result.telegrams_out, sum(totals))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Measure both modes (or, with --worker, run the loop once)."""
     parser = argparse.ArgumentParser(prog="python -m gateway.bench_callgrind", description=__doc__)
@@ -191,12 +278,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--batched-telegrams", type=int, default=800, help="batched telegrams (default 800)"
     )
+    parser.add_argument("--rig", action="store_true", help="count the daemon itself at rig load")
+    parser.add_argument("--rig-ports", type=int, default=32, help="--rig: ports (default 32)")
+    parser.add_argument(
+        "--rig-settle", type=float, default=15.0, help="--rig: s of rig load before counting"
+    )
+    parser.add_argument("--rig-seconds", type=float, default=40.0, help="--rig: s counted")
     args = parser.parse_args(argv)
     if args.worker:
         return worker(args.telegrams, args.paced)
     if shutil.which("valgrind") is None:
         print("bench callgrind: valgrind is not installed (apt install valgrind)", file=sys.stderr)
         return 2
+    if args.rig:
+        rig = rig_instructions(args.rig_ports, args.rig_settle, args.rig_seconds)
+        print(
+            f"bench callgrind --rig: the daemon under valgrind --tool=callgrind at rig load, "
+            f"{rig.ports} ports at 1 telegram/s each; counted {rig.seconds:.1f} s: "
+            f"{rig.telegrams} telegrams written, {rig.received} received; "
+            f"{rig.instructions:,} instructions, {rig.instructions_per_telegram:,.0f} per telegram "
+            "(user space, all threads, everything the daemon does included)",
+            flush=True,
+        )
+        return 0 if rig.telegrams and rig.received >= rig.telegrams * 0.9 else 1
     import platform
 
     print(

@@ -509,9 +509,12 @@ class Bench:
             slots=[(HOLDER, now - timedelta(hours=1), now + timedelta(days=1))],
             comment="bench e2e: the gateway's defaults, but for paths, the broker and the clock",
         )
+        # `gateway_wrapper` (set by `python -m gateway.bench_callgrind --rig`, no CLI flag): a
+        # command the gateway runs under, such as valgrind.
+        wrapper = list(getattr(self.args, "gateway_wrapper", None) or [])
         with (folder / "gateway.log").open("ab") as log:
             side.proc = subprocess.Popen(
-                [sys.executable, "-m", "gateway", "run", "--config", str(config)],
+                [*wrapper, sys.executable, "-m", "gateway", "run", "--config", str(config)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -664,8 +667,17 @@ class Bench:
             return float(self.args.load_rate) / n
         return float(self.args.flood_rate) / n if self.args.flood_rate > 0 else "line"
 
-    def measure(self, side: Side, kind: str) -> PhaseResult:
-        """One phase of `kind` ("rig", "load", "flood") for one side; the other rig is paused."""
+    def measure(
+        self,
+        side: Side,
+        kind: str,
+        around_window: contextlib.AbstractContextManager[object] | None = None,
+    ) -> PhaseResult:
+        """One phase of `kind` ("rig", "load", "flood") for one side; the other rig is paused.
+
+        `around_window` is entered just before the measured window starts and left just after
+        it ends (after the settling time).
+        """
         assert self.subscriber is not None
         args = self.args
         sub = self.subscriber
@@ -691,15 +703,18 @@ class Bench:
         seconds = {"rig": args.rig_seconds, "load": args.load_seconds}.get(kind, args.flood_seconds)
         broker_pid = self.broker.proc.pid
         stats0 = side.stats() if side.stats is not None else None
-        t0 = time.monotonic_ns()
-        cpu0, sim0, mosq0 = proc_cpu_s(side.pid), thread_cpu_s("p1-sim-rig"), proc_cpu_s(broker_pid)
-        threads0 = proc_threads(side.pid)
-        out0, sent0, bytes0 = arrivals.telegrams, side.sent(), side.bytes_written()
-        time.sleep(seconds)
-        t1 = time.monotonic_ns()
-        cpu1, sim1, mosq1 = proc_cpu_s(side.pid), thread_cpu_s("p1-sim-rig"), proc_cpu_s(broker_pid)
-        threads1 = proc_threads(side.pid)
-        out1, sent1, bytes1 = arrivals.telegrams, side.sent(), side.bytes_written()
+        with around_window or contextlib.nullcontext():
+            t0 = time.monotonic_ns()
+            cpu0, sim0 = proc_cpu_s(side.pid), thread_cpu_s("p1-sim-rig")
+            mosq0 = proc_cpu_s(broker_pid)
+            threads0 = proc_threads(side.pid)
+            out0, sent0, bytes0 = arrivals.telegrams, side.sent(), side.bytes_written()
+            time.sleep(seconds)
+            t1 = time.monotonic_ns()
+            cpu1, sim1 = proc_cpu_s(side.pid), thread_cpu_s("p1-sim-rig")
+            mosq1 = proc_cpu_s(broker_pid)
+            threads1 = proc_threads(side.pid)
+            out1, sent1, bytes1 = arrivals.telegrams, side.sent(), side.bytes_written()
         stats1 = side.stats() if side.stats is not None else None
         rss, hwm = proc_memory_mb(side.pid)
         side.rig.pause()
