@@ -45,9 +45,13 @@ class CountingSocket:
         return getattr(self.sock, name)
 
 
-def client_with_out_messages(mids: range, protocol: int = mqtt.MQTTv5) -> tuple[_Client, list]:
-    """A client whose QoS 1 messages `mids` await PUBACKs, recording what on_publish is told."""
+def client_with_out_messages(
+    mids: range, protocol: int = mqtt.MQTTv5, sock: Any = None
+) -> tuple[_Client, list]:
+    """A client whose QoS 1 messages `mids` await PUBACKs, recording what on_publish is told;
+    reading from `sock` when given."""
     client = _Client(CallbackAPIVersion.VERSION2, protocol=protocol)
+    client._sock = sock
     client.suppress_exceptions = False
     told: list[tuple[int, int, str, bool, Any]] = []
 
@@ -77,8 +81,7 @@ def wire() -> Any:
 def test_many_pubacks_are_taken_with_one_socket_read(wire) -> None:
     """Ten PUBACKs waiting: one recv for all of them (paho alone makes three per packet)."""
     ours, broker = wire
-    client, told = client_with_out_messages(range(1, 11))
-    client._sock = ours
+    client, told = client_with_out_messages(range(1, 11), sock=ours)
     broker.sendall(b"".join(puback(mid, 0) for mid in range(1, 11)))
     assert client.loop_read() == MQTTErrorCode.MQTT_ERR_SUCCESS
     assert [mid for mid, *_ in told] == list(range(1, 11))
@@ -89,8 +92,7 @@ def test_many_pubacks_are_taken_with_one_socket_read(wire) -> None:
 def test_bytes_paho_did_not_take_stay_buffered_until_the_next_read(wire) -> None:
     """paho reads at most as many packets as it awaits; the rest is kept, then read, in order."""
     ours, broker = wire
-    client, told = client_with_out_messages(range(1, 2))
-    client._sock = ours
+    client, told = client_with_out_messages(range(1, 2), sock=ours)
     broker.sendall(puback(1, 0) + PINGRESP + puback(2, 0))
     client.loop_read()  # it awaits one message: it reads one packet
     assert [mid for mid, *_ in told] == [1]
@@ -104,8 +106,7 @@ def test_bytes_paho_did_not_take_stay_buffered_until_the_next_read(wire) -> None
 def test_a_new_socket_drops_what_the_old_one_left(wire) -> None:
     """After a reconnect, bytes of the old connection are never read as the new one's."""
     ours, broker = wire
-    client, told = client_with_out_messages(range(1, 2))
-    client._sock = ours
+    client, told = client_with_out_messages(range(1, 2), sock=ours)
     broker.sendall(puback(1, 0) + puback(2, 0))
     client.loop_read()
     assert client.buffered() == len(puback(2, 0))
@@ -125,8 +126,7 @@ def test_a_new_socket_drops_what_the_old_one_left(wire) -> None:
 def test_a_packet_split_across_reads_is_joined(wire) -> None:
     """A PUBACK whose bytes come in two reads is decoded once both are there."""
     ours, broker = wire
-    client, told = client_with_out_messages(range(1, 3))
-    client._sock = ours
+    client, told = client_with_out_messages(range(1, 3), sock=ours)
     both = puback(1, 0) + puback(2, 0)
     broker.sendall(both[:6])
     client.loop_read()
@@ -139,8 +139,7 @@ def test_a_packet_split_across_reads_is_joined(wire) -> None:
 def test_a_closed_connection_is_reported_as_lost(wire) -> None:
     """The broker closing the socket after its last packet is still paho's lost connection."""
     ours, broker = wire
-    client, told = client_with_out_messages(range(1, 2))
-    client._sock = ours
+    client, told = client_with_out_messages(range(1, 2), sock=ours)
     broker.sendall(puback(1, 0))
     broker.close()
     client._state = mqtt._ConnectionState.MQTT_CS_CONNECTED  # type: ignore[attr-defined]
@@ -210,9 +209,8 @@ def test_the_network_thread_reads_buffered_packets_without_waiting_for_the_socke
     )
     link._wake_r, link._wake_w = os.pipe()
     try:
-        client, _ = client_with_out_messages(range(1, 2))
+        client, _ = client_with_out_messages(range(1, 2), sock=ours)
         client.on_publish = link._on_publish
-        client._sock = ours
         broker.sendall(puback(1, 0) + puback(2, 0))
         client.loop_read()  # paho awaited one message: the second PUBACK stays buffered
         assert [ack.mid for ack in link.acks] == [1]
