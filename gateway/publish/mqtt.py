@@ -602,11 +602,11 @@ class MqttLink:
             self.last_progress = self._monotonic()
             code = _code(reason_code)
             known = _PUBACK_REASONS.get(code)
-            if known is not None and known.reason is reason_code:
-                self.acks.append(Acked(self.generation, mid, known.failure, code, known.text))
+            if known is not None and known.reason is reason_code:  # our decoding's shared one
+                failure, text = known.failure, known.text
             else:
-                failure = bool(getattr(reason_code, "is_failure", False))
-                self.acks.append(Acked(self.generation, mid, failure, code, str(reason_code)))
+                failure, text = bool(getattr(reason_code, "is_failure", False)), str(reason_code)
+            self.acks.append(Acked(self.generation, mid, failure, code, text))
         except Exception as exc:
             self._failed("on_publish", exc)
 
