@@ -275,6 +275,7 @@ class Publisher:
         self._control_inflight: dict[int, str] = {}
         self._control_waiting: OrderedDict[str, bytes] = OrderedDict()
         self._buffer: deque[SpoolMessage] = deque()
+        self._spool_read_at: int | None = None  # the writer's next spool read, set by a refill
         self._sent_upto = 1
         self._outstanding = 0
         self._ready = False
@@ -355,10 +356,10 @@ class Publisher:
         if self._worker is not None:
             self._worker.join(timeout=max(1.0, deadline - time.monotonic() + 5.0))
             if self._worker.is_alive():
-                # Stuck in SQLite (a hung disk): closing would wait for the connection's mutex
-                # it holds, and stop with it. SQLite's journal keeps the file whole; the
-                # process exit releases the rest. (A writer stuck in a spool read, which it
-                # makes under `_lock`, still holds stop at its first `with self._lock`.)
+                # Stuck in SQLite (a hung disk, in a commit or a read: both run outside
+                # `_lock`): closing would wait for the connection's mutex it holds, and stop
+                # with it. SQLite's journal keeps the file whole; the process exit releases
+                # the rest.
                 self._last_error = "the spool writer did not stop (disk hung?): spool left open"
                 return
         self._spool.close()
@@ -588,52 +589,43 @@ class Publisher:
                     self._acked_ids.add(gone.id)
             self._dead = kept
 
-    def _next_unsent_locked(self, spool: bool = True) -> SpoolMessage | None:
-        """The oldest message not yet handed to paho: from the spool first, then the batch.
+    def _next_unsent_locked(self, writer: bool = False) -> SpoolMessage | None:
+        """The oldest message not yet handed to paho: from what was read of the spool first,
+        then the batch.
 
-        With `spool=False` (not the writer thread, which owns the spool and commits) None is
-        returned, and the writer woken, when the next message must first be read from the spool
-        or lies beyond a gap in the ids.
+        None when nothing waits, or when the next message must first be read from the spool:
+        the writer then notes where (`_spool_read_at`, read by `_refill` outside the lock),
+        any other thread wakes the writer. Only the writer steps over a gap in the ids.
         """
         if self._sent_upto >= self._next_id:  # everything issued went out: nothing to scan
             return None
-        while True:
-            while self._buffer:
-                head = self._buffer[0]
-                if head.id < self._sent_upto or head.id in self._acked_ids:
-                    self._buffer.popleft()
-                    continue
-                return head
-            if self._sent_upto <= self._spool.max_id:
-                if not spool:
+        while self._buffer:
+            head = self._buffer[0]
+            if head.id < self._sent_upto or head.id in self._acked_ids:
+                self._buffer.popleft()
+                continue
+            return head
+        if self._sent_upto <= self._spool.max_id:
+            if writer:
+                self._spool_read_at = self._sent_upto
+            else:
+                self._events.put(_WAKE)
+            return None
+        for msg in self._pending.values():
+            if msg.id >= self._sent_upto:
+                if msg.id != self._sent_upto and not writer:
+                    # A gap: its messages may be in a commit right now (out of the batch,
+                    # not yet in the spool's max_id). Only the writer may step over it.
                     self._events.put(_WAKE)
                     return None
-                rows = self._spool.read_from(self._sent_upto, _READ_CHUNK)
-                if not rows:
-                    self._sent_upto = self._spool.max_id + 1
-                    continue
-                dead = {d.id for d in self._dead}
-                live = [r for r in rows if r.id not in self._acked_ids and r.id not in dead]
-                if not live:
-                    self._sent_upto = rows[-1].id + 1
-                    continue
-                self._buffer.extend(live)
-                continue
-            for msg in self._pending.values():
-                if msg.id >= self._sent_upto:
-                    if msg.id != self._sent_upto and not spool:
-                        # A gap: its messages may be in a commit right now (out of the batch,
-                        # not yet in the spool's max_id). Only the writer may step over it.
-                        self._events.put(_WAKE)
-                        return None
-                    return msg
-            return None
+                return msg
+        return None
 
-    def _refill_locked(self, spool: bool = True) -> None:
-        """Fill the in-flight window in id order (reading the spool: the writer thread only);
-        what one refill sends leaves corked, in as few segments as the socket allows."""
+    def _refill_locked(self, writer: bool = False) -> None:
+        """Fill the in-flight window in id order from memory; what one refill sends leaves
+        corked, in as few segments as the socket allows. Reading the spool is `_refill`'s."""
         room = self._room_locked
-        msg = self._next_unsent_locked(spool) if room() else None
+        msg = self._next_unsent_locked(writer) if room() else None
         if msg is None:
             return
         with self._link.corked():
@@ -643,7 +635,31 @@ class Publisher:
                     return
                 if not self._send_locked(msg):
                     return
-                msg = self._next_unsent_locked(spool) if room() else None
+                msg = self._next_unsent_locked(writer) if room() else None
+
+    def _refill(self) -> None:
+        """The writer's refill: from memory under the lock, from the spool outside it, so that
+        a slow or hung disk holds up neither the readers' submits nor acks, status or stop."""
+        while True:
+            with self._lock:
+                self._spool_read_at = None
+                self._refill_locked(writer=True)
+                start = self._spool_read_at
+            if start is None:
+                return
+            rows = self._spool.read_from(start, _READ_CHUNK)  # the writer's own connection
+            with self._lock:
+                if self._sent_upto != start or self._buffer:
+                    continue  # moved on meanwhile (none of the cases known to do so): look again
+                if not rows:
+                    self._sent_upto = self._spool.max_id + 1
+                    continue
+                dead = {d.id for d in self._dead}
+                live = [r for r in rows if r.id not in self._acked_ids and r.id not in dead]
+                if live:
+                    self._buffer.extend(live)
+                else:
+                    self._sent_upto = rows[-1].id + 1
 
     def _room_locked(self) -> bool:
         """Whether the link is up and the in-flight window has room."""
@@ -691,7 +707,7 @@ class Publisher:
         """The network thread's hand-over: apply the acknowledgements, refill from memory."""
         with self._lock:
             self._apply_acks_locked()
-            self._refill_locked(spool=False)
+            self._refill_locked()
 
     def _ack_linger(self) -> float:
         """How long the network thread may gather PUBACKs: only while nothing waits to be sent,
@@ -840,7 +856,7 @@ class Publisher:
                     synced=synced, now_mono_ns=self._mono_ns(), now_wall_ns=self._wall_ns()
                 ):
                     self._emit_locked(route)
-            self._refill_locked()
+        self._refill()
         if refuse_v5 and self._link.protocol == "5":
             self._link.fall_back_to_311()
 
@@ -900,8 +916,8 @@ class Publisher:
                 self._outstanding -= result.dropped - len(already)
                 self.counters.dropped_full += result.dropped - len(already)
                 self._buffer.clear()
-            self._refill_locked()
             self._idle.notify_all()
+        self._refill()
 
     # --- the daemon's other calls ------------------------------------------------------
 

@@ -84,12 +84,12 @@ def test_refill_outside_the_writer_never_steps_over_a_gap(spool_dir: Path, broke
     pub._pending = OrderedDict((i, _message(i)) for i in (5, 6))
     pub._next_id = 7
     with pub._lock:
-        pub._refill_locked(spool=False)
+        pub._refill_locked()
     assert sent == []
     assert pub._events.get_nowait() is not None  # the writer is woken instead
     pub._sent_upto = 5  # the commit is done and 3, 4 were sent from the spool
     with pub._lock:
-        pub._refill_locked(spool=False)
+        pub._refill_locked()
     assert sent == [5, 6]
 
 

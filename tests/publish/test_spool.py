@@ -16,7 +16,7 @@ from gateway.errors import SpoolError
 from gateway.publish import Publisher
 from gateway.publish.spool import CACHE_KIB, CommitBatch, DeadLetter, Spool, SpoolMessage
 from tests.publish.helpers import all_day, make_telegram, settings
-from tests.support.mosquitto import REPO
+from tests.support.mosquitto import REPO, MosquittoBroker
 
 
 def msg(i: int, size: int = 10, variant: str = "v5") -> SpoolMessage:
@@ -191,14 +191,82 @@ def stuck_writer_scenario(folder: str) -> None:
     pub._spool.close()
 
 
-def test_stop_returns_while_the_spool_writer_is_stuck_in_sqlite(tmp_path: Path) -> None:
-    """A writer stuck inside SQLite (a hung disk) cannot hold up stop: the spool is left open
-    for the process exit, and the status says why."""
-    code = f"from tests.publish.test_spool import stuck_writer_scenario as s; s({str(tmp_path)!r})"
+def _run_scenario(call: str) -> str:
+    """Run `tests.publish.test_spool.<call>` in a fresh interpreter; its output (exit 0)."""
+    code = f"from tests.publish import test_spool as t; t.{call}"
     proc = subprocess.run(
         [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120
     )
     assert proc.returncode == 0, (proc.returncode, proc.stdout, proc.stderr[-2000:])
-    assert "stop returned: True" in proc.stdout
-    assert "spool open: True" in proc.stdout
-    assert "last error: the spool writer did not stop" in proc.stdout
+    return proc.stdout
+
+
+def test_stop_returns_while_the_spool_writer_is_stuck_in_sqlite(tmp_path: Path) -> None:
+    """A writer stuck inside SQLite (a hung disk) cannot hold up stop: the spool is left open
+    for the process exit, and the status says why."""
+    out = _run_scenario(f"stuck_writer_scenario({str(tmp_path)!r})")
+    assert "stop returned: True" in out
+    assert "spool open: True" in out
+    assert "last error: the spool writer did not stop" in out
+
+
+def stuck_read_scenario(folder: str, port: int) -> None:
+    """Restart a publisher onto a spool with a backlog and hang the writer's catch-up read inside
+    SQLite; print whether a reader's submit, status and stop still return."""
+    spool_dir = Path(folder) / "spool"
+    earlier = Publisher(settings(spool_dir, None), all_day("acme"))  # no broker: all spooled
+    earlier.start()
+    for n in range(3):
+        earlier.submit_telegram("v5", make_telegram(n), time.monotonic_ns(), time.time_ns())
+    assert earlier.commit_now(10), "the backlog was not committed"
+    earlier.stop(timeout=1.0)
+
+    pub = Publisher(settings(spool_dir, None, port=port), all_day("acme"))
+    entered, release = threading.Event(), threading.Event()
+    read_from = pub._spool.read_from
+
+    def hang() -> int:
+        """Block inside sqlite3_step, as a read from a hung disk would."""
+        entered.set()
+        release.wait(60)
+        return 0
+
+    def stuck_read(first_id: int, limit: int) -> Any:
+        """The writer's spool reads hang first (start's own peek, on the caller's thread, not)."""
+        if threading.current_thread().name == "p1gw-spool":
+            pub._spool.db.create_function("p1gw_test_hang", 0, hang)
+            pub._spool.db.execute("SELECT p1gw_test_hang()").fetchone()
+        return read_from(first_id, limit)
+
+    pub._spool.read_from = stuck_read  # type: ignore[method-assign]
+    pub.start()
+    assert entered.wait(30), "the writer never read the backlog"
+
+    def returns(call: Any, *args: Any, **kwargs: Any) -> bool:
+        """Whether call(*args) returns within 10 s (it runs on a daemon thread)."""
+        t = threading.Thread(target=call, args=args, kwargs=kwargs, daemon=True)
+        t.start()
+        t.join(10)
+        return not t.is_alive()
+
+    mono, wall = time.monotonic_ns(), time.time_ns()
+    print(f"submit returned: {returns(pub.submit_telegram, 'v5', make_telegram(9), mono, wall)}")
+    print(f"status returned: {returns(pub.status)}", flush=True)
+    print(f"stop returned: {returns(pub.stop, timeout=1.0)}", flush=True)
+    print(f"last error: {pub.status().last_error if returns(pub.status) else None}", flush=True)
+    release.set()
+    assert pub._worker is not None
+    pub._worker.join(30)
+    pub._spool.close()
+
+
+def test_a_spool_read_stuck_in_sqlite_holds_up_no_reader_and_not_stop(
+    tmp_path: Path, broker: MosquittoBroker
+) -> None:
+    """The writer reads a backlog outside the publisher's lock: while that read hangs (a hung
+    disk), a reader's submit, the status and stop all return."""
+    out = _run_scenario(f"stuck_read_scenario({str(tmp_path)!r}, {broker.port})")
+    assert "submit returned: True" in out, out
+    assert "status returned: True" in out, out
+    assert "stop returned: True" in out, out
+    assert "last error: the spool writer did not stop" in out, out
