@@ -69,8 +69,10 @@ class MosquittoBroker:
         host: str = "127.0.0.1",
         port: int | None = None,
         tls: bool = False,
+        extra_config: str = "",
     ):
         self.users = dict(users)
+        self.extra_config = extra_config
         self.rigs = tuple(rigs)
         self.extra_acl = extra_acl
         self.host = host
@@ -121,6 +123,9 @@ class MosquittoBroker:
                     f"certfile {self.config_dir / 'server.crt'}\n"
                     f"keyfile {self.config_dir / 'server.key'}\n"
                 )
+        if self.extra_config:
+            with self.conf.open("a") as fh:
+                fh.write(f"\n# Added by the test fixture.\n{self.extra_config.strip()}\n")
         passwd = self.config_dir / "passwd"
         passwd.touch()
         for user, password in self.users.items():

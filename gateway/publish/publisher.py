@@ -74,7 +74,8 @@ LAG_MESSAGES = 1000
 def split_receive_maximum(window: int, receive_maximum: int | None) -> tuple[int, int]:
     """The telegram and control windows under the broker's Receive Maximum (MQTT 5: how many
     QoS 1 messages it takes unacknowledged; None: no limit said). Together they stay within
-    it: control messages get a quarter of it, at most CONTROL_WINDOW, at least one."""
+    it: control messages get a quarter of it, at most CONTROL_WINDOW, at least one. At 1 there
+    is nothing to split: both windows are 1, and the publisher caps the two kinds together."""
     if not receive_maximum:
         return max(1, window), CONTROL_WINDOW
     control = max(1, min(CONTROL_WINDOW, receive_maximum // 4))
@@ -282,6 +283,7 @@ class Publisher:
         self._generation = 0
         self._window = settings.mqtt.window
         self._control_window = CONTROL_WINDOW
+        self._receive_maximum: int | None = None  # the broker's, for both kinds together
         self._commit_requested = False
         self._flushing = 0
         self._snapshots = 0
@@ -507,6 +509,7 @@ class Publisher:
             and self._link.connected
             and msg.id == self._sent_upto
             and len(self._inflight) < self._window
+            and self._under_receive_maximum_locked()
             and self._seqs.ok(variant, seq)
         ):
             self._send_locked(msg)
@@ -663,7 +666,18 @@ class Publisher:
 
     def _room_locked(self) -> bool:
         """Whether the link is up and the in-flight window has room."""
-        return self._ready and self._link.connected and len(self._inflight) < self._window
+        return (
+            self._ready
+            and self._link.connected
+            and len(self._inflight) < self._window
+            and self._under_receive_maximum_locked()
+        )
+
+    def _under_receive_maximum_locked(self) -> bool:
+        """Whether one more message of either kind stays within the broker's Receive Maximum
+        (binding only at 1: above it, the two windows already add up to no more)."""
+        cap = self._receive_maximum
+        return cap is None or len(self._inflight) + len(self._control_inflight) < cap
 
     def _publish_control_locked(self, topic: str, data: bytes, *, first: bool = False) -> None:
         """Set a retained control message (status, catalogue, health) to go out: now if the
@@ -682,7 +696,7 @@ class Publisher:
         """Send waiting control messages while connected and the control window has room."""
         waiting = self._control_waiting
         while waiting and len(self._control_inflight) < self._control_window:
-            if not (self._ready and self._link.connected):
+            if not (self._ready and self._link.connected and self._under_receive_maximum_locked()):
                 return
             topic, data = waiting.popitem(last=False)
             try:
@@ -725,6 +739,8 @@ class Publisher:
         acks = self._link.acks
         while acks:
             self._on_ack_locked(acks.popleft())
+        if self._control_waiting:  # a telegram's PUBACK may have freed the one shared slot
+            self._pump_control_locked()
 
     def _handle_locked(self, event: object) -> None:
         """Apply one link event to the queue state."""
@@ -756,6 +772,7 @@ class Publisher:
         self._window, self._control_window = split_receive_maximum(
             self.settings.mqtt.window, event.receive_maximum
         )
+        self._receive_maximum = event.receive_maximum or None
         self._ready = True
         waiting = self._control_waiting
         waiting[self.topics.status()] = pl.status_payload(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import struct
 import time
@@ -19,8 +21,15 @@ from gateway.publish import Publisher
 from gateway.publish.mqtt import _PackedProperties, pack_user_properties
 from gateway.publish.publisher import ACK_LINGER_S, CONTROL_WINDOW, split_receive_maximum
 from gateway.publish.spool import SpoolMessage
-from tests.publish.helpers import all_day, make_telegram, settings, telegrams
-from tests.support.mosquitto import wait_until
+from tests.publish.helpers import (
+    EXTRA_ACL,
+    PASSWORDS,
+    all_day,
+    make_telegram,
+    settings,
+    telegrams,
+)
+from tests.support.mosquitto import MosquittoBroker, MqttProbe, wait_until
 
 
 def test_pubacks_of_several_telegrams_are_read_in_one_wake_up(
@@ -202,6 +211,50 @@ def test_the_broker_receive_maximum_is_shared_by_telegrams_and_control_messages(
     for receive_maximum in range(2, 200):
         window, control = split_receive_maximum(16, receive_maximum)
         assert window >= 1 and control >= 1 and window + control <= receive_maximum
+    assert split_receive_maximum(16, 1) == (1, 1)  # not split: the publisher caps both at 1
+
+
+def test_a_receive_maximum_of_one_has_one_message_out_of_either_kind(
+    spool_dir: Path, monkeypatch
+) -> None:
+    """mosquitto with max_inflight_messages 1 says Receive Maximum 1: telegrams and health
+    share that one slot, and all of them arrive."""
+    with MosquittoBroker(
+        PASSWORDS, rigs=("rig-a",), extra_acl=EXTRA_ACL, extra_config="max_inflight_messages 1"
+    ) as tight:
+        tester = MqttProbe(tight, "acme", PASSWORDS["acme"], ["p1/rig-a/slot/acme/#"]).start()
+        watcher = MqttProbe(tight, "bravo", PASSWORDS["bravo"], ["p1/rig-a/health/#"]).start()
+        pub = Publisher(settings(spool_dir, tight), all_day("acme"))
+        pub.start()
+        try:
+            assert wait_until(lambda: pub.status().connected, 10)
+            assert pub._receive_maximum == 1  # what mosquitto said in CONNACK
+            out: list[int] = []
+            publish = pub.link.publish
+
+            def counting(*args: Any, **kwargs: Any) -> Any:
+                """Note how many messages are out before each publish (called under the lock)."""
+                out.append(len(pub._inflight) + len(pub._control_inflight))
+                return publish(*args, **kwargs)
+
+            monkeypatch.setattr(pub.link, "publish", counting)
+            count = 20
+            assert tight.proc is not None
+            os.kill(tight.proc.pid, signal.SIGSTOP)  # no PUBACK comes while all are submitted
+            try:
+                for n in range(count):
+                    pub.publish_health(f"port-{n}", {"state": "up", "telegrams": n})
+                    pub.submit_telegram("v5", make_telegram(n), time.monotonic_ns(), time.time_ns())
+                time.sleep(0.5)  # the writer's refills and the network thread have their go
+            finally:
+                os.kill(tight.proc.pid, signal.SIGCONT)
+            assert tester.wait_for(lambda ms: len(telegrams(ms)) == count, 20), pub.status()
+            assert watcher.wait_for(lambda ms: len({m.topic for m in ms}) == count, 20)
+            assert len(out) >= 3 * count and max(out) == 0, (len(out), max(out))
+        finally:
+            pub.stop(timeout=2)
+            tester.stop()
+            watcher.stop()
 
 
 def test_a_burst_never_exceeds_the_brokers_receive_maximum(
