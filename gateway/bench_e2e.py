@@ -926,6 +926,9 @@ class Flood:
 
     into: float | None
     """Telegrams/s into mosquitto."""
+    best_into: float | None
+    """The same in the side's best round: the baseline's swings between rounds (its paho thread
+    is starved by its 32 reader threads in some rounds, not in others)."""
     out: float
     sent: float
     parsed: float | None
@@ -985,6 +988,7 @@ def summarize(
         parsed = [r.parsed / r.seconds for r in floods if r.parsed is not None]
         flood = Flood(
             into=statistics.median(ins) if ins else None,
+            best_into=max(ins) if ins else None,
             out=statistics.median(r.out_per_s for r in floods),
             sent=statistics.median(r.sent_per_s for r in floods),
             parsed=statistics.median(parsed) if parsed else None,
@@ -1041,6 +1045,7 @@ ROWS: list[tuple[str, str, bool, int]] = [
     ("load: CPU, % of one core", "load.cpu_percent", False, 1),
     ("load: CPU us per telegram", "load.cpu_us_per_telegram", False, 0),
     ("flood: telegrams/s into mosquitto", "flood.into", True, 1),
+    ("flood: the same, best round", "flood.best_into", True, 1),
     ("flood: telegrams/s out to the subscriber", "flood.out", True, 1),
     ("flood: simulator output, telegrams/s", "flood.sent", True, 1),
     ("flood: telegrams/s parsed (baseline's count)", "flood.parsed", True, 1),
@@ -1075,13 +1080,18 @@ def report(ours: Summary, base: Summary | None, problems: list[str]) -> list[str
                 text += f", baseline {theirs_p.samples} ({theirs_p.unmatched} unmatched)"
             lines.append(text)
     flood_ratio = None
-    base_into = _get(base, "flood.into")
+    base_best = _get(base, "flood.best_into")  # the baseline at its best: the fair comparison
     ours_into = _get(ours, "flood.into")
-    if ours_into is not None and base_into:
-        flood_ratio = ours_into / base_into
+    if ours_into is not None and base_best:
+        flood_ratio = ours_into / base_best
     checks: list[tuple[str, float | None, float, bool]] = [
         (f"flood into mosquitto >= {TARGET_RATE:.0f} telegrams/s", ours_into, TARGET_RATE, True),
-        (f"flood >= {TARGET_RATIO:.0f}x the baseline", flood_ratio, TARGET_RATIO, True),
+        (
+            f"flood >= {TARGET_RATIO:.0f}x the baseline's best round",
+            flood_ratio,
+            TARGET_RATIO,
+            True,
+        ),
         (
             f"p99 latency at rig load <= {TARGET_P99_MS:.0f} ms",
             _get(ours, "rig.p99_ms"),
