@@ -250,10 +250,12 @@ def stuck_read_scenario(folder: str, port: int) -> None:
         return not t.is_alive()
 
     mono, wall = time.monotonic_ns(), time.time_ns()
-    print(f"submit returned: {returns(pub.submit_telegram, 'v5', make_telegram(9), mono, wall)}")
-    print(f"status returned: {returns(pub.status)}", flush=True)
+    submitted = returns(pub.submit_telegram, "v5", make_telegram(9), mono, wall)
+    print(f"submit returned: {submitted}", flush=True)
+    answered = returns(pub.status)
+    print(f"status returned: {answered}", flush=True)
     print(f"stop returned: {returns(pub.stop, timeout=1.0)}", flush=True)
-    print(f"last error: {pub.status().last_error if returns(pub.status) else None}", flush=True)
+    print(f"last error: {pub.status().last_error if answered else None}", flush=True)
     release.set()
     assert pub._worker is not None
     pub._worker.join(30)
