@@ -203,6 +203,21 @@ def test_a_telegrams_two_packets_leave_in_one_segment(
     assert _data_segments_out(sock) - before == count  # 2 * count without the cork
 
 
+def messages_out_at_each_publish(pub: Publisher, monkeypatch: Any) -> list[int]:
+    """A list that gets, before each of `pub`'s publishes, how many messages of either kind are
+    out unacknowledged (the link's publish is called under the publisher's lock)."""
+    out: list[int] = []
+    publish = pub.link.publish
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        """Note the count, then publish."""
+        out.append(len(pub._inflight) + len(pub._control_inflight))
+        return publish(*args, **kwargs)
+
+    monkeypatch.setattr(pub.link, "publish", counting)
+    return out
+
+
 def test_the_broker_receive_maximum_is_shared_by_telegrams_and_control_messages() -> None:
     """Telegram and control windows together stay within the broker's Receive Maximum."""
     assert split_receive_maximum(16, None) == (16, CONTROL_WINDOW)
@@ -229,15 +244,7 @@ def test_a_receive_maximum_of_one_has_one_message_out_of_either_kind(
         try:
             assert wait_until(lambda: pub.status().connected, 10)
             assert pub._receive_maximum == 1  # what mosquitto said in CONNACK
-            out: list[int] = []
-            publish = pub.link.publish
-
-            def counting(*args: Any, **kwargs: Any) -> Any:
-                """Note how many messages are out before each publish (called under the lock)."""
-                out.append(len(pub._inflight) + len(pub._control_inflight))
-                return publish(*args, **kwargs)
-
-            monkeypatch.setattr(pub.link, "publish", counting)
+            out = messages_out_at_each_publish(pub, monkeypatch)
             count = 20
             assert tight.proc is not None
             os.kill(tight.proc.pid, signal.SIGSTOP)  # no PUBACK comes while all are submitted
@@ -266,15 +273,7 @@ def test_a_burst_never_exceeds_the_brokers_receive_maximum(
     tester = probe("acme", ["p1/rig-a/slot/acme/#"])
     pub = publisher(settings(spool_dir, broker), all_day("acme"))
     assert wait_until(lambda: pub.status().connected, 10)
-    unacked: list[int] = []
-    publish = pub.link.publish
-
-    def counting(*args: Any, **kwargs: Any) -> Any:
-        """Note how many messages are out before each publish (called under the lock)."""
-        unacked.append(len(pub._inflight) + len(pub._control_inflight))
-        return publish(*args, **kwargs)
-
-    monkeypatch.setattr(pub.link, "publish", counting)
+    unacked = messages_out_at_each_publish(pub, monkeypatch)
     ports, count = 40, 30
     for n in range(count):
         pub.publish_health(f"port-{n}", {"state": "up", "telegrams": n})
