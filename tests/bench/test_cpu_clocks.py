@@ -12,30 +12,36 @@ from gateway.threadnames import name_this_thread
 
 
 def _spin(seconds: float) -> None:
-    """Burn CPU in this thread for about `seconds` of its own CPU time."""
+    """Burn CPU in this thread: `seconds` of its own CPU clock (work to read, not a timing)."""
     end = time.thread_time() + seconds
     while time.thread_time() < end:
         pass
 
 
 def test_a_process_cpu_reading_is_finer_than_a_tick() -> None:
-    """proc_cpu_s reads the process's CPU-time clock: it agrees with process_time() to 1 ms."""
+    """proc_cpu_s reads the process's own CPU clock: it falls between two reads of that clock
+    taken around it (a reading in 10 ms ticks would fall short of the first)."""
     _spin(0.013)  # not a whole number of ticks
-    assert abs(proc_cpu_s(os.getpid()) - time.process_time()) < 0.001
+    before = time.process_time()
+    reading = proc_cpu_s(os.getpid())
+    after = time.process_time()
+    assert before <= reading <= after, (before, reading, after)
 
 
 def test_a_thread_reading_is_its_run_time() -> None:
-    """proc_threads gives a named thread's run time (schedstat), as the thread's own clock."""
+    """proc_threads gives a named thread's run time (schedstat): while the thread waits, it falls
+    between the thread's own CPU clock read before it began waiting and after it woke."""
     own: list[float] = []
     spun, done = threading.Event(), threading.Event()
 
     def work() -> None:
-        """Spin, report the thread's own CPU clock, then wait to be read."""
+        """Spin, read the thread's own CPU clock, wait to be read, read it again."""
         name_this_thread("p1-clock-test")
         _spin(0.027)
         own.append(time.thread_time())
         spun.set()
         done.wait(10)
+        own.append(time.thread_time())
 
     thread = threading.Thread(target=work, daemon=True)
     thread.start()
@@ -45,4 +51,4 @@ def test_a_thread_reading_is_its_run_time() -> None:
     finally:
         done.set()
         thread.join(10)
-    assert own and abs(use.cpu_s - own[0]) < 0.001
+    assert len(own) == 2 and own[0] <= use.cpu_s <= own[1], (own, use.cpu_s)
