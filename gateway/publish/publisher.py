@@ -504,14 +504,7 @@ class Publisher:
         self.counters.enqueued += 1
         if len(self._pending) > self.settings.spool.max_pending:
             self._drop_oldest_pending_locked()
-        if (
-            self._ready
-            and self._link.connected
-            and msg.id == self._sent_upto
-            and len(self._inflight) < self._window
-            and self._under_receive_maximum_locked()
-            and self._seqs.ok(variant, seq)
-        ):
+        if msg.id == self._sent_upto and self._room_locked() and self._seqs.ok(variant, seq):
             self._send_locked(msg)
         elif self._ready:
             self._events.put(_WAKE)
