@@ -99,3 +99,83 @@ def test_install_keeps_edited_config(tmp_path: Path) -> None:
     subprocess.run(cmd, check=True, capture_output=True, timeout=120)
     assert edited.read_text() == "# edited on the rig\n"
     assert (dest / "etc/p1-gateway/variants.toml.example").is_file()
+
+
+def _setup_copy(tmp_path: Path) -> Path:
+    """scripts/setup copied into an empty tree, so that no test of its options can touch .venv."""
+    script = tmp_path / "tree" / "scripts" / "setup"
+    script.parent.mkdir(parents=True)
+    shutil.copy2(ROOT / "scripts" / "setup", script)
+    return script
+
+
+def _fake_python(tmp_path: Path, claims: str) -> Path:
+    """A `python3` that answers setup's question about its real path with `claims`, else fails."""
+    fake = tmp_path / "bin" / "python3"
+    fake.parent.mkdir(parents=True)
+    fake.write_text(f'#!/bin/sh\n[ "$1" = -c ] && echo {claims} && exit 0\nexit 1\n')
+    fake.chmod(0o755)
+    return fake
+
+
+def _setup(script: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run a copy of scripts/setup with extra environment variables (PYTHON unset unless given)."""
+    base = {k: v for k, v in os.environ.items() if k != "PYTHON"}
+    return subprocess.run(
+        [str(script), *args], capture_output=True, text=True, timeout=60, env={**base, **env}
+    )
+
+
+def test_setup_prefers_the_system_python_to_the_one_first_on_path(tmp_path: Path) -> None:
+    """Without PYTHON, the .venv is made from /usr/bin/python3 (3.11+), not PATH's python3."""
+    system = Path("/usr/bin/python3")
+    if not system.exists():
+        pytest.skip("no /usr/bin/python3 here")
+    version = subprocess.run(
+        [str(system), "-c", "import sys; print(sys.version_info >= (3, 11))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    if version.stdout.strip() != "True":
+        pytest.skip("/usr/bin/python3 is older than 3.11")
+    fake = _fake_python(tmp_path, "/home/someone/.pyenv/bin/python3.11")
+    script = _setup_copy(tmp_path)
+    path = f"{fake.parent}:{os.environ['PATH']}"
+    chosen = _setup(script, "--print-python", PATH=path)
+    assert chosen.returncode == 0, chosen.stderr
+    assert chosen.stdout.strip() == os.path.realpath(system)
+    told = _setup(script, "--print-python", PATH=path, PYTHON=str(fake))
+    assert told.stdout.strip() == "/home/someone/.pyenv/bin/python3.11"
+
+
+@pytest.mark.parametrize(
+    ("claims", "refused"),
+    [
+        ("/root/.pyenv/versions/3.11.7/bin/python3.11", True),
+        ("/home/tech/.local/bin/python3.11", True),
+        ("/run/user/1000/python3.11", True),
+        ("/usr/bin/python3.11", False),
+        ("/usr/local/bin/python3.12", False),
+    ],
+)
+def test_setup_check_service_refuses_an_interpreter_the_service_cannot_reach(
+    tmp_path: Path, claims: str, refused: bool
+) -> None:
+    """--check-service (run by install first) refuses interpreters under ProtectHome's paths."""
+    script = _setup_copy(tmp_path)
+    out = _setup(script, "--check-service", PYTHON=str(_fake_python(tmp_path, claims)))
+    if refused:
+        assert out.returncode == 1
+        assert "ProtectHome" in out.stderr and claims in out.stderr
+    else:
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip() == claims
+    assert not (script.parent.parent / ".venv").exists()
+
+
+def test_install_checks_the_interpreter_before_writing_anything() -> None:
+    """scripts/install asks setup --check-service before its first write (outside DESTDIR mode)."""
+    text = (ROOT / "scripts" / "install").read_text()
+    check = text.index('"$src/scripts/setup" --check-service')
+    assert check < text.index("mkdir -p")
