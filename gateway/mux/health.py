@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import enum
 import itertools
-import re
 import statistics
 from collections import deque
 from dataclasses import dataclass, fields
 from typing import Any
 
+from gateway.p1.specs import version_line
 from gateway.timefmt import rfc3339_utc
 
 SILENT_AFTER_INTERVALS = 3
@@ -45,9 +45,6 @@ SPEC_INTERVALS_S: dict[str, float] = {
     "SWEDEN": SLOW_INTERVAL_S,
     "EON_HUNGARY": SLOW_INTERVAL_S,
 }
-
-_VERSION_NL = re.compile(rb"\n1-3:0\.2\.8\((\d+)\)")
-_VERSION_BE = re.compile(rb"\n0-0:96\.1\.4\((\d+)\)")
 
 
 class HealthState(enum.Enum):
@@ -70,10 +67,9 @@ class IntervalSource(enum.Enum):
 
 def interval_from_telegram(raw: bytes, has_crc: bool) -> float | None:
     """The period a telegram's version says its meter sends at, or None if it does not say."""
-    for version_line in (_VERSION_NL, _VERSION_BE):
-        match = version_line.search(raw)
-        if match:
-            return FAST_INTERVAL_S if match.group(1).startswith(b"5") else SLOW_INTERVAL_S
+    version = version_line(raw)
+    if version is not None:
+        return FAST_INTERVAL_S if version[1].startswith(b"5") else SLOW_INTERVAL_S
     if not has_crc:
         return SLOW_INTERVAL_S  # no CRC: DSMR 2.2 / 3.0
     return None

@@ -15,7 +15,7 @@ from gateway.p1.framer import (
     FramerCounters,
     FramerEvent,
 )
-from gateway.p1.specs import AUTO, SPEC_NAMES, check_spec_name, detect_spec
+from gateway.p1.specs import AUTO, SPEC_NAMES, check_spec_name, detect_spec, version_line
 from gateway.p1.telegram import Telegram, TelegramObject
 from gateway.p1.timestamps import DEFAULT_ZONE, PLACEHOLDER_DIGITS
 
@@ -40,4 +40,5 @@ __all__ = [
     "decode",
     "decode_telegram",
     "detect_spec",
+    "version_line",
 ]

@@ -212,7 +212,7 @@ def _detect(raw: bytes, start: int) -> tuple[str, int]:
         return "SAGEMCOM_T210_D_R", end
     if header.startswith(b"isk") and b"\\2mie" in header:
         return "ISKRA_IE", end
-    version = _version_line(raw)
+    version = version_line(raw)
     if version is not None:
         kind, value, decided_by = version
         if kind == b"96.1.4":
@@ -231,7 +231,7 @@ def _detect(raw: bytes, start: int) -> tuple[str, int]:
 _VERSION_MARK = re.compile(rb":(0\.2\.8|96\.1\.4)\(")
 
 
-def _version_line(raw: bytes) -> tuple[bytes, bytes, int] | None:
+def version_line(raw: bytes) -> tuple[bytes, bytes, int] | None:
     """The first version line, `A-B:0.2.8(v)` (NL) or `A-B:96.1.4(v)` (BE): (code, v, end)."""
     found = _VERSION_MARK.search(raw)
     while found is not None:
