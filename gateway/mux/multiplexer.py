@@ -370,9 +370,7 @@ class Multiplexer:
             due = min(due, port.park_until_ns)
         for port in self._attention:
             if port.phase == _WAITING:
-                due = min(due, port.retry_at_ns)
-                if port.missing:
-                    due = min(due, port.next_check_ns)
+                due = min(due, port.next_check_ns if port.missing else port.retry_at_ns)
             else:
                 due = min(due, port.next_check_ns)
         return max(0.0, min(due - now, self._tick_ns) / 1e9)
@@ -537,14 +535,20 @@ class Multiplexer:
                     port.next_check_ns = now + self._poll_ns
                     self._poll(port)
             elif port.phase == _WAITING:
-                if port.missing and now >= port.next_check_ns:
-                    port.next_check_ns = now + self._presence_ns
-                    if os.path.exists(port.config.url):
-                        port.retry_at_ns = now
-                if now >= port.retry_at_ns:
+                if port.missing:  # opened when its path appears, not on the retry timer
+                    if now >= port.next_check_ns:
+                        port.next_check_ns = self._next_presence_check(now)
+                        if os.path.exists(port.config.url):
+                            self._start_open(port)
+                elif now >= port.retry_at_ns:
                     self._start_open(port)
         if now >= self._next_tick_ns:
             self._next_tick_ns = self._tick(now)
+
+    def _next_presence_check(self, now: int) -> int:
+        """The next presence check: on a grid shared by all ports, so that any number of
+        missing ports cost one wake-up per check, not one each."""
+        return (now // self._presence_ns + 1) * self._presence_ns
 
     def _tick(self, now: int) -> int:
         """Let health see time pass: report ports that fell silent; return when to tick next.
@@ -669,8 +673,15 @@ class Multiplexer:
             delay = min(self._reopen_initial_ns * 2 ** (port.failures - 1), self._reopen_max_ns)
             port.phase = _WAITING
             port.retry_at_ns = now + delay
-            port.missing = port.config.is_device_path and error is not None and is_missing(error)
-            port.next_check_ns = now + self._presence_ns
+            # Missing: the path is not there, so nothing can open it until it appears. A path
+            # that is there but does not open (ENODEV, ENXIO: no device behind it) is retried.
+            port.missing = (
+                port.config.is_device_path
+                and error is not None
+                and is_missing(error)
+                and not os.path.exists(port.config.url)
+            )
+            port.next_check_ns = self._next_presence_check(now)
             self._attention.add(port)
             with self._health_lock:
                 port.health.open_failed(now, text)
@@ -749,7 +760,7 @@ class Multiplexer:
         port.failures = 0
         port.retry_at_ns = now + self._reopen_initial_ns
         port.missing = port.config.is_device_path and not os.path.exists(port.config.url)
-        port.next_check_ns = now + self._presence_ns
+        port.next_check_ns = self._next_presence_check(now)
         self._attention.add(port)
         with self._health_lock:
             port.health.lost(now, text)

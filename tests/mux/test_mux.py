@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import select
 import socket
 import threading
@@ -96,23 +97,61 @@ def test_a_consumer_that_raises_never_stops_the_reader(recorder: Recorder) -> No
 def test_a_missing_device_is_down_and_is_opened_as_soon_as_it_appears(
     recorder: Recorder, tmp_path: Path
 ) -> None:
-    """Open fails while the path is missing (reported once), then the port opens when a
-    device appears at that path."""
+    """Open fails while the path is missing (reported once); no open is tried while it stays
+    missing (its presence is watched instead); the port opens when a device appears there."""
     link = tmp_path / "meter"
     with Multiplexer(recorder, [PortConfig("m1", str(link))]) as mux:
         recorder.wait(lambda: recorder.of(PortOpenFailed, "m1"), message="open failure")
-        time.sleep(1.0)  # several retries meanwhile
+        time.sleep(1.0)  # past the longest reopen delay (reopen_max_s = 1 s)
         assert len(recorder.of(PortOpenFailed, "m1")) == 1
         failed = recorder.of(PortOpenFailed, "m1")[0]
         assert "No such file" in failed.error and failed.attempts == 1
         snap = mux.snapshot()["m1"]
-        assert snap.state is HealthState.DOWN and snap.counters.open_failures >= 3
+        assert snap.state is HealthState.DOWN and snap.counters.open_failures == 1
         with PtyPair() as pty:
             link.symlink_to(pty.path)
             recorder.wait(lambda: recorder.of(PortOpened, "m1"), message="opened")
             pty.write(V5)
             recorder.wait(lambda: recorder.frames("m1"), message="a frame")
             assert mux.snapshot()["m1"].state is HealthState.UP
+
+
+def test_missing_ports_share_their_presence_checks(recorder: Recorder, tmp_path: Path) -> None:
+    """32 missing devices wake the reader once per presence check, not once per port each."""
+    ports = [PortConfig(f"m{i:02d}", str(tmp_path / f"tty{i}")) for i in range(32)]
+    with Multiplexer(recorder, ports, presence_check_s=0.05) as mux:
+        recorder.wait(lambda: len(recorder.of(PortOpenFailed)) == 32, message="32 open failures")
+        before = mux.progress().iterations
+        time.sleep(1.0)
+        woke = mux.progress().iterations - before
+    # 20 presence checks and the 1 s health tick; staggered per port it was 29 to 96.
+    assert woke <= 26, f"{woke} loop iterations in a second for 20 presence checks"
+
+
+def test_a_device_that_is_there_but_does_not_open_is_retried_with_backoff(
+    recorder: Recorder, tmp_path: Path
+) -> None:
+    """A path that exists but fails with a 'no such device' errno (ENXIO: nothing behind the
+    node) is retried on the growing reopen delay, not at every presence check."""
+    node = tmp_path / "ttyS9"
+    node.touch()
+    calls: list[float] = []
+
+    def no_device(config: PortConfig) -> OpenPort:
+        """An opener for a node with no device behind it."""
+        calls.append(time.monotonic())
+        try:
+            raise OSError(errno.ENXIO, "No such device or address", config.url)
+        except OSError as exc:
+            raise PortOpenError(str(exc), variant=config.variant, port=config.url) from exc
+
+    with Multiplexer(
+        recorder, [PortConfig("m1", str(node))], presence_check_s=0.05, opener=no_device
+    ):
+        recorder.wait(lambda: recorder.of(PortOpenFailed, "m1"), message="open failure")
+        time.sleep(1.0)
+    # Delays of 0.1, 0.2, 0.4, 0.8 s: at most 5 attempts in the first 1.0 s (20 checks came).
+    assert 2 <= len(calls) <= 5, f"{len(calls)} open attempts"
 
 
 def test_a_port_is_opened_exclusively(recorder: Recorder) -> None:

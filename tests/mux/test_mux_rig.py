@@ -16,7 +16,6 @@ from gateway.mux import (
     PortConfig,
     PortLost,
     PortOpened,
-    PortOpenFailed,
 )
 from gateway.p1 import DEFAULT_MAX_FRAME_SIZE
 from gateway.sim import NoiseKind, VirtualRig, catalogue, models_for
@@ -114,7 +113,9 @@ def test_unplug_and_replug_recovers_while_other_ports_lose_nothing(
         snap = mux.snapshot()[victim]
     assert reopened.reconnect is True
     assert snap.state is HealthState.UP and snap.counters.reconnects == 1
-    assert recorder.of(PortOpenFailed, victim), "reopen attempts while the device was away"
+    # While the device was away its path was missing: watched, not opened (one attempt may
+    # race the unplug itself); the backoff alone would have tried about four times in 1 s.
+    assert snap.counters.open_failures <= 1, "open attempts while the device's path was missing"
     recovery_s = (first_after.received_monotonic_ns - replugged_at) / 1e9
     assert recovery_s < 10  # the measured figure is in docs/mux.md; this only bounds a hang
     for v in others:
