@@ -64,6 +64,8 @@ class PortOpenFailed:
     attempts: int
     """Failed attempts in a row so far."""
     retry_in_s: float
+    """When the port is looked at again: the reopen delay; for a missing path, the presence
+    check's interval (it is opened as soon as it appears)."""
     at_monotonic_ns: int
     at_wall_ns: int
 

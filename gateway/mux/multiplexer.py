@@ -688,7 +688,16 @@ class Multiplexer:
             if port.failures == 1 or text != port.last_failure:
                 port.last_failure = text
                 self._emit(
-                    port, PortOpenFailed(variant, url, text, port.failures, delay / 1e9, now, wall)
+                    port,
+                    PortOpenFailed(
+                        variant,
+                        url,
+                        text,
+                        port.failures,
+                        (self._presence_ns if port.missing else delay) / 1e9,
+                        now,
+                        wall,
+                    ),
                 )
             return
         port.open = opened

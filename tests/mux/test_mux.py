@@ -106,6 +106,7 @@ def test_a_missing_device_is_down_and_is_opened_as_soon_as_it_appears(
         assert len(recorder.of(PortOpenFailed, "m1")) == 1
         failed = recorder.of(PortOpenFailed, "m1")[0]
         assert "No such file" in failed.error and failed.attempts == 1
+        assert failed.retry_in_s == 0.05  # the presence check's interval, not the backoff
         snap = mux.snapshot()["m1"]
         assert snap.state is HealthState.DOWN and snap.counters.open_failures == 1
         with PtyPair() as pty:
