@@ -264,7 +264,7 @@ class Publisher:
         self._link.linger = self._ack_linger
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
-        self.counters = PublisherCounters()
+        self._counters = PublisherCounters()
         self._seqs = _Seqs(settings.spool.seq_block)
         self._valid_variants: set[str] = set()
         # Queue state (under _lock).
@@ -407,7 +407,7 @@ class Publisher:
     def _internal_error(self, where: str, exc: Exception) -> SubmitOutcome:
         """A bug, not a bad telegram: count it, remember it, keep the reader loop alive."""
         with self._lock:
-            self.counters.internal_errors += 1
+            self._counters.internal_errors += 1
             self._last_error = f"{where}: {type(exc).__name__}: {exc}"
         return SubmitOutcome.REJECTED
 
@@ -426,7 +426,7 @@ class Publisher:
         with self._lock:
             if self._link.acks:
                 self._apply_acks_locked()
-            self.counters.submitted += 1
+            self._counters.submitted += 1
             routes = self._router.accept(
                 Reception(variant, mono, wall, item),
                 synced=synced,
@@ -443,8 +443,8 @@ class Publisher:
     def _reject(self, variant: str, kind: str, raw: bytes, reason: str) -> SubmitOutcome:
         """Set aside a reception that failed a local check."""
         with self._lock:
-            self.counters.submitted += 1
-            self.counters.rejected_local += 1
+            self._counters.submitted += 1
+            self._counters.rejected_local += 1
             self._add_dead_locked(
                 DeadLetter(
                     self._take_id_locked(),
@@ -501,7 +501,7 @@ class Publisher:
         self._next_id += 1
         self._pending[msg.id] = msg
         self._outstanding += 1
-        self.counters.enqueued += 1
+        self._counters.enqueued += 1
         if len(self._pending) > self.settings.spool.max_pending:
             self._drop_oldest_pending_locked()
         if msg.id == self._sent_upto and self._room_locked() and self._seqs.ok(variant, seq):
@@ -513,7 +513,7 @@ class Publisher:
         """The in-memory batch is over its bound (commits failing): drop its oldest message."""
         _, old = self._pending.popitem(last=False)
         self._outstanding -= 1
-        self.counters.dropped_full += 1
+        self._counters.dropped_full += 1
         for mid, m in list(self._inflight.items()):
             if m.id == old.id:
                 del self._inflight[mid]
@@ -539,7 +539,7 @@ class Publisher:
                 user_properties=[("seq", str(msg.seq)), ("variant", msg.variant)],
             )
         except (GatewayError, ValueError, TypeError) as exc:
-            self.counters.rejected_local += 1
+            self._counters.rejected_local += 1
             self._dead_letter_locked(msg, f"publish: {exc}", None)
             self._sent_upto = max(self._sent_upto, msg.id + 1)
             return True
@@ -549,7 +549,7 @@ class Publisher:
         if len(self._inflight) == (self._window + 1) // 2:
             self._link.hurry()  # the window is half full: stop gathering PUBACKs now
         self._sent_upto = max(self._sent_upto, msg.id + 1)
-        self.counters.published += 1
+        self._counters.published += 1
         return True
 
     def _dead_letter_locked(self, msg: SpoolMessage, reason: str, code: int | None) -> None:
@@ -695,7 +695,7 @@ class Publisher:
             try:
                 result = self._link.publish(topic, data, 1, retain=True)
             except (ValueError, TypeError) as exc:
-                self.counters.control_refused += 1
+                self._counters.control_refused += 1
                 self._last_error = f"control publish to {topic}: {exc}"
                 continue
             if not result.accepted:  # the connection just went: the next connect resends
@@ -741,18 +741,18 @@ class Publisher:
             self._on_connected_locked(event)
         elif isinstance(event, Disconnected):
             self._ready = False
-            self.counters.disconnects += 1
+            self._counters.disconnects += 1
         elif isinstance(event, ConnectRefused):
-            self.counters.connect_refusals += 1
+            self._counters.connect_refusals += 1
             self._last_error = f"broker refused connection: {event.reason} ({event.reason_code})"
         elif isinstance(event, ConnectFailed):
-            self.counters.connect_failures += 1
+            self._counters.connect_failures += 1
         elif isinstance(event, CallbackFailed):
             self._last_error = f"paho callback {event.where}: {event.error}"
 
     def _on_connected_locked(self, event: Connected) -> None:
         """A new connection: resend everything unacknowledged in order, republish state."""
-        self.counters.connects += 1
+        self._counters.connects += 1
         self._generation = event.generation
         if self._inflight:
             self._sent_upto = min(self._sent_upto, min(m.id for m in self._inflight.values()))
@@ -781,24 +781,24 @@ class Publisher:
     def _on_ack_locked(self, event: Acked) -> None:
         """PUBACK: forget the message (never committed, or deleted at the next commit)."""
         if event.generation != self._generation:
-            self.counters.stray_acks += 1
+            self._counters.stray_acks += 1
             return
         msg = self._inflight.pop(event.mid, None)
         if msg is None:
             topic = self._control_inflight.pop(event.mid, None)
             if topic is None:
-                self.counters.stray_acks += 1
+                self._counters.stray_acks += 1
             elif event.failure:
-                self.counters.control_refused += 1
+                self._counters.control_refused += 1
                 self._last_error = f"broker refused {topic}: {event.reason}"
             self._pump_control_locked()
             self._idle.notify_all()
             return
         if event.failure:
-            self.counters.refused += 1
+            self._counters.refused += 1
             self._dead_letter_locked(msg, f"broker refused: {event.reason}", event.reason_code)
             return
-        self.counters.acked += 1
+        self._counters.acked += 1
         if self._pending.pop(msg.id, None) is None:
             self._acked_ids.add(msg.id)
         self._outstanding -= 1
@@ -842,11 +842,11 @@ class Publisher:
         except SpoolError as exc:
             with self._lock:
                 self._last_error = str(exc)
-                self.counters.spool_errors += 1
+                self._counters.spool_errors += 1
         except Exception as exc:
             with self._lock:
                 self._last_error = f"writer: {type(exc).__name__}: {exc}"
-                self.counters.internal_errors += 1
+                self._counters.internal_errors += 1
 
     def _tick(self, batch: list[Any]) -> None:
         """Handle queued events, release held receptions, refill the window."""
@@ -893,7 +893,7 @@ class Publisher:
             result = self._spool.commit(batch)
         except SpoolError as exc:
             with self._lock:
-                self.counters.spool_errors += 1
+                self._counters.spool_errors += 1
                 self._last_error = str(exc)
                 dead_ids = {d.id for d in self._dead}
                 restored = OrderedDict(
@@ -912,7 +912,7 @@ class Publisher:
                 self._pending = restored
             return
         with self._lock:
-            self.counters.commits += 1
+            self._counters.commits += 1
             self._durable_snapshot = snapshot
             self._seqs.durable.update(reservations)
             self._dead_count = min(self._dead_count + len(dead), self.settings.spool.max_dead)
@@ -924,7 +924,7 @@ class Publisher:
                     if first <= m.id <= last:
                         del self._inflight[mid]
                 self._outstanding -= result.dropped - len(already)
-                self.counters.dropped_full += result.dropped - len(already)
+                self._counters.dropped_full += result.dropped - len(already)
                 self._buffer.clear()
             self._idle.notify_all()
         self._refill()
@@ -994,7 +994,7 @@ class Publisher:
         """A consistent snapshot of the queue and the counters."""
         with self._lock:
             rc = self._router.counters
-            counters = dataclasses.replace(self.counters)
+            counters = dataclasses.replace(self._counters)
             counters.routed, counters.unrouted = rc.routed, rc.unrouted
             counters.held, counters.held_dropped, counters.rebuilt = (
                 rc.held,
