@@ -48,7 +48,7 @@ from gateway.mux.events import (
     PortUp,
 )
 from gateway.mux.health import HealthState, PortHealth, PortHealthSnapshot
-from gateway.mux.ports import OpenPort, is_missing, open_port, poll_read, read_fd
+from gateway.mux.ports import OpenPort, open_port, poll_read, read_fd
 from gateway.mux.profile import PortConfig
 from gateway.p1 import Frame, Framer, FramerEvent
 from gateway.threadnames import name_this_thread
@@ -133,6 +133,13 @@ class _Port:
 def _framer_for(config: PortConfig) -> Framer:
     """A fresh framer with the port's frame bound and parity stripping."""
     return Framer(max_frame_size=config.max_frame_size, strip_parity=config.profile.strip_parity)
+
+
+def _path_missing(config: PortConfig) -> bool:
+    """Whether the port's device path is not there: nothing can open it until it appears, so it
+    is watched, not retried. A path that is there but does not open (busy, no permission,
+    ENODEV or ENXIO: no device behind the node) is retried on the backoff instead."""
+    return config.is_device_path and not os.path.exists(config.url)
 
 
 def _coalescer_for(config: PortConfig, guard_ns: int | None) -> ReadCoalescer | None:
@@ -673,14 +680,7 @@ class Multiplexer:
             delay = min(self._reopen_initial_ns * 2 ** (port.failures - 1), self._reopen_max_ns)
             port.phase = _WAITING
             port.retry_at_ns = now + delay
-            # Missing: the path is not there, so nothing can open it until it appears. A path
-            # that is there but does not open (ENODEV, ENXIO: no device behind it) is retried.
-            port.missing = (
-                port.config.is_device_path
-                and error is not None
-                and is_missing(error)
-                and not os.path.exists(port.config.url)
-            )
+            port.missing = _path_missing(port.config)
             port.next_check_ns = self._next_presence_check(now)
             self._attention.add(port)
             with self._health_lock:
@@ -768,7 +768,7 @@ class Multiplexer:
         port.phase = _WAITING
         port.failures = 0
         port.retry_at_ns = now + self._reopen_initial_ns
-        port.missing = port.config.is_device_path and not os.path.exists(port.config.url)
+        port.missing = _path_missing(port.config)
         port.next_check_ns = self._next_presence_check(now)
         self._attention.add(port)
         with self._health_lock:

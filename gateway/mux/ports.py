@@ -18,8 +18,6 @@ import serial
 from gateway.errors import PortLostError, PortOpenError
 from gateway.mux.profile import PortConfig
 
-#: Errors that mean "the device is not there (yet)": worth watching its path for.
-MISSING_ERRNOS = frozenset({errno.ENOENT, errno.ENODEV, errno.ENXIO})
 #: Errors a device without modem lines (a pseudo-terminal) answers a request-line ioctl with.
 NO_MODEM_LINES_ERRNOS = frozenset({errno.ENOTTY, errno.EINVAL})
 #: What pyserial and the OS raise on a port that fails.
@@ -137,12 +135,6 @@ def poll_read(port: OpenPort, variant: str) -> bytes:
             f"read failed: {_describe(exc)}", variant=variant, port=str(port.serial.port)
         ) from exc
     return data
-
-
-def is_missing(error: BaseException) -> bool:
-    """Whether an open failed because the device is not there (no such file or device)."""
-    cause = error.__cause__
-    return isinstance(cause, OSError) and cause.errno in MISSING_ERRNOS
 
 
 def _describe(exc: BaseException) -> str:

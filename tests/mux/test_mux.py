@@ -27,7 +27,7 @@ from gateway.mux import (
     PortUp,
     open_port,
 )
-from gateway.mux.ports import is_missing, read_fd
+from gateway.mux.ports import read_fd
 from gateway.sim import EVEN_PARITY
 from tests.mux.conftest import Recorder
 from tests.support.pty import PtyPair, open_fd_count, wait_until
@@ -308,10 +308,11 @@ def test_pyserial_and_os_errors_become_gateway_port_errors() -> None:
     with pytest.raises(PortOpenError) as missing:
         open_port(PortConfig("x", "/nonexistent/tty"))
     assert missing.value.variant == "x" and missing.value.port == "/nonexistent/tty"
-    assert is_missing(missing.value)
+    cause = missing.value.__cause__
+    assert isinstance(cause, OSError) and cause.errno == errno.ENOENT
     with pytest.raises(PortOpenError) as scheme:
         open_port(PortConfig("x", "nosuch://host"))
-    assert not is_missing(scheme.value)
+    assert not isinstance(scheme.value.__cause__, OSError)
     pty = PtyPair()
     port = open_port(PortConfig("x", pty.path))
     try:
