@@ -30,6 +30,12 @@ BENCHMARKS: dict[str, tuple[str, str, str, str]] = {
         "decode speed (CRC included) against dsmr_parser's TelegramParser",
     ),
     "e2e": ("gateway.bench_e2e", "configure", "main", "end to end: pseudo-terminal to MQTT"),
+    "cold": (
+        "gateway.bench_cold",
+        "configure",
+        "main",
+        "the same work's CPU right after its thread slept (why rig load costs more)",
+    ),
 }
 
 #: The telegram reported on its own: a real Fluvius (Sagemcom T211) with gas, water, peaks.
