@@ -14,7 +14,7 @@ Opening happens off the loop, in a small thread pool: a socket:// or rfc2217:// 
 seconds on an unreachable host, and the other ports must not stall meanwhile. A lost port is
 closed at once and reopened by its configured name with backoff (0.1 s doubling to 1 s); while
 a device path is missing, its presence is checked every 50 ms so a replugged device is
-reopened at once.
+reopened at once; after 30 s missing, every 0.5 s (a rig may stand with meters unplugged for days).
 
 `apply(configs)` may be called from any thread: the loop picks the new set up through the
 wake-up pipe and touches only ports that were added, removed or changed; an unchanged port
@@ -101,6 +101,7 @@ class _Port:
         "health",
         "last_failure",
         "missing",
+        "missing_since_ns",
         "next_check_ns",
         "open",
         "park_until_ns",
@@ -126,6 +127,8 @@ class _Port:
         self.failures = 0
         self.last_failure: str | None = None
         self.missing = False
+        self.missing_since_ns = 0
+        """When the port's path was first found missing (0: not missing)."""
         self.was_lost = False
         self.consumer_errors_logged = 0
 
@@ -165,6 +168,8 @@ class Multiplexer:
         tick_s: float = 1.0,
         poll_interval_s: float = 0.02,
         presence_check_s: float = 0.05,
+        presence_slow_s: float = 0.5,
+        presence_slow_after_s: float = 30.0,
         read_size: int = 65536,
         coalesce: bool = True,
         coalesce_guard_s: float = 0.003,
@@ -180,6 +185,11 @@ class Multiplexer:
         self._tick_ns = int(tick_s * 1e9)
         self._poll_ns = int(poll_interval_s * 1e9)
         self._presence_ns = int(presence_check_s * 1e9)
+        # A whole number of fast checks, so that the slow grid's points are on the fast grid's.
+        self._presence_slow_ns = self._presence_ns * max(
+            1, round(presence_slow_s / presence_check_s)
+        )
+        self._presence_slow_after_ns = int(presence_slow_after_s * 1e9)
         self._read_size = read_size
         self._guard_ns: int | None = int(coalesce_guard_s * 1e9) if coalesce else None
         self._open_workers = open_workers
@@ -317,6 +327,13 @@ class Multiplexer:
         """How many bytes of an unfinished frame the port's framer holds (diagnostics)."""
         port = self._ports.get(variant)
         return 0 if port is None else port.framer.pending
+
+    def next_presence_check(self, variant: str) -> int | None:
+        """The monotonic time a missing port's path is checked next (diagnostics), else None."""
+        port = self._ports.get(variant)
+        if port is None or not port.missing or port.phase != _WAITING:
+            return None
+        return port.next_check_ns
 
     def parked_until(self, variant: str) -> int | None:
         """The monotonic time a parked port is read at next (diagnostics), None if not parked."""
@@ -544,7 +561,7 @@ class Multiplexer:
             elif port.phase == _WAITING:
                 if port.missing:  # opened when its path appears, not on the retry timer
                     if now >= port.next_check_ns:
-                        port.next_check_ns = self._next_presence_check(now)
+                        port.next_check_ns = self._next_presence_check(port, now)
                         if os.path.exists(port.config.url):
                             self._start_open(port)
                 elif now >= port.retry_at_ns:
@@ -552,10 +569,30 @@ class Multiplexer:
         if now >= self._next_tick_ns:
             self._next_tick_ns = self._tick(now)
 
-    def _next_presence_check(self, now: int) -> int:
+    def _presence_interval(self, port: _Port, now: int) -> int:
+        """How often a missing port's path is checked: every `presence_check_s` while it has
+        been missing less than `presence_slow_after_s` (a meter being swapped), then every
+        `presence_slow_s` (a rig left with a meter unplugged)."""
+        since = port.missing_since_ns
+        if since and now - since >= self._presence_slow_after_ns:
+            return self._presence_slow_ns
+        return self._presence_ns
+
+    def _next_presence_check(self, port: _Port, now: int) -> int:
         """The next presence check: on a grid shared by all ports, so that any number of
-        missing ports cost one wake-up per check, not one each."""
-        return (now // self._presence_ns + 1) * self._presence_ns
+        missing ports cost one wake-up per check, not one each (the slow grid's points are all
+        on the fast one's)."""
+        interval = self._presence_interval(port, now)
+        return (now // interval + 1) * interval
+
+    def _note_missing(self, port: _Port, now: int) -> None:
+        """Find out whether the port's path is missing, and since when."""
+        port.missing = _path_missing(port.config)
+        if not port.missing:
+            port.missing_since_ns = 0
+        elif not port.missing_since_ns:
+            port.missing_since_ns = now
+        port.next_check_ns = self._next_presence_check(port, now)
 
     def _tick(self, now: int) -> int:
         """Let health see time pass: report ports that fell silent; return when to tick next.
@@ -680,8 +717,7 @@ class Multiplexer:
             delay = min(self._reopen_initial_ns * 2 ** (port.failures - 1), self._reopen_max_ns)
             port.phase = _WAITING
             port.retry_at_ns = now + delay
-            port.missing = _path_missing(port.config)
-            port.next_check_ns = self._next_presence_check(now)
+            self._note_missing(port, now)
             self._attention.add(port)
             with self._health_lock:
                 port.health.open_failed(now, text)
@@ -694,7 +730,7 @@ class Multiplexer:
                         url,
                         text,
                         port.failures,
-                        (self._presence_ns if port.missing else delay) / 1e9,
+                        (self._presence_interval(port, now) if port.missing else delay) / 1e9,
                         now,
                         wall,
                     ),
@@ -703,6 +739,7 @@ class Multiplexer:
         port.open = opened
         port.phase = _OPEN
         port.failures = 0
+        port.missing_since_ns = 0
         port.last_failure = None
         port.framer.reset()
         if port.coalescer is not None:
@@ -768,8 +805,7 @@ class Multiplexer:
         port.phase = _WAITING
         port.failures = 0
         port.retry_at_ns = now + self._reopen_initial_ns
-        port.missing = _path_missing(port.config)
-        port.next_check_ns = self._next_presence_check(now)
+        self._note_missing(port, now)
         self._attention.add(port)
         with self._health_lock:
             port.health.lost(now, text)

@@ -33,6 +33,9 @@ from gateway.sim import EVEN_PARITY
 from tests.mux.conftest import Recorder
 from tests.support.pty import PtyPair, open_fd_count, wait_until
 
+S = 1_000_000_000
+MS = 1_000_000
+
 V5 = corpus.entry("ndokter_dsmr_parser__TELEGRAM_V5_TWO_MBUS").read()
 V22 = corpus.entry("ndokter_dsmr_parser__TELEGRAM_V2_2").read()
 
@@ -164,6 +167,39 @@ def test_missing_ports_share_their_presence_checks(
         rounds = checks.rounds()
     # The first round recorded may have begun before the recording did.
     assert [len(paths) for paths in rounds[1:]] == [32] * (len(rounds) - 1)
+
+
+def test_a_port_missing_for_long_is_checked_on_a_slower_grid(
+    recorder: Recorder, tmp_path: Path
+) -> None:
+    """A path missing for less than 30 s is checked on the 50 ms grid (a meter being swapped);
+    missing longer, on the 0.5 s grid (a rig left with a meter unplugged for days wakes the
+    reader twice a second for it, not 20 times). The loop's clock is the test's."""
+    now = [1_000 * S]  # on both grids
+
+    def clock() -> int:
+        """The loop's monotonic clock, moved by the test only."""
+        return now[0]
+
+    link = tmp_path / "meter"
+    with Multiplexer(recorder, [PortConfig("m1", str(link))], monotonic_ns=clock) as mux:
+        recorder.wait(lambda: recorder.of(PortOpenFailed, "m1"), message="open failure")
+        t0 = now[0]
+        assert mux.next_presence_check("m1") == t0 + 50 * MS
+        for missing_for, expected in ((29_990 * MS, 30_000 * MS), (30_010 * MS, 30_500 * MS)):
+            before = mux.next_presence_check("m1")
+            now[0] = t0 + missing_for
+            wait_until(lambda b=before: mux.next_presence_check("m1") != b, message="a check")
+            assert mux.next_presence_check("m1") == t0 + expected
+        failed = recorder.of(PortOpenFailed, "m1")
+        assert len(failed) == 1 and failed[0].retry_in_s == 0.05
+        with PtyPair() as pty:  # plugged in: found at the next slow check, opened
+            link.symlink_to(pty.path)
+            now[0] = t0 + 30_500 * MS
+            recorder.wait(lambda: recorder.of(PortOpened, "m1"), message="opened")
+        recorder.wait(lambda: recorder.of(PortLost, "m1"), message="unplugged again")
+        # Missing anew: back on the fast grid, counted from now.
+        assert mux.next_presence_check("m1") == t0 + 30_550 * MS
 
 
 def test_a_device_that_is_there_but_does_not_open_is_retried_with_backoff(
