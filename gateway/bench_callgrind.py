@@ -44,6 +44,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from gateway.p1 import Framer
 
 CHUNK = 115
 """Bytes a 115200-baud line delivers in 10 ms (11 520 bytes/s): what the rig writes per tick."""
@@ -66,10 +70,18 @@ def rig_telegrams(meters: int = METERS, slots: int = SLOTS) -> list[tuple[str, s
     return out
 
 
+def rig_framers(meters: int = METERS) -> dict[str, Framer]:
+    """A framer per rig meter, stripping parity where the meter sends 7E1 (as the daemon)."""
+    from gateway.p1 import Framer
+    from gateway.sim import models_for
+
+    return {m.id: Framer(strip_parity=m.seven_e_one) for m in models_for(meters)}
+
+
 def worker(telegrams: int, paced: bool) -> int:
     """The measured loop (what valgrind runs): set-up, `telegrams` telegrams, tear-down."""
     from gateway.devkit.mosquitto import MosquittoBroker, wait_until
-    from gateway.p1 import Frame, Framer, decode_telegram
+    from gateway.p1 import Frame, decode_telegram
     from gateway.publish import (
         MqttSettings,
         Publisher,
@@ -78,11 +90,9 @@ def worker(telegrams: int, paced: bool) -> int:
         SlotSchedule,
         SpoolSettings,
     )
-    from gateway.sim import models_for
 
     feed = rig_telegrams()
-    strip = {m.id: m.seven_e_one for m in models_for(METERS)}
-    framers = {variant: Framer(strip_parity=strip[variant]) for variant, _, _ in feed}
+    framers = rig_framers()
     broker = MosquittoBroker({"rig-a": "rig-secret", "bench": "bench-secret"}).start()
     folder = Path(tempfile.mkdtemp(prefix="p1gw-callgrind-"))
     now = datetime.now(UTC)

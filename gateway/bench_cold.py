@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import itertools
 import os
 import platform
 import statistics
@@ -31,8 +32,6 @@ from dataclasses import dataclass
 
 #: Gaps between two runs of the work, in ms, by default: back to back, then up to rig load's.
 DEFAULT_GAPS_MS = (0.0, 1.0, 10.0, 30.0)
-#: Bytes a 115200-baud line delivers in 10 ms: the pieces the p1 core work is framed in.
-PIECE = 115
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,25 +56,22 @@ class ColdRow:
 
 def p1_core_work() -> Work:
     """The sans-IO path of a rig telegram: frame it in pieces, decode it, build its payload."""
-    from gateway.bench_callgrind import rig_telegrams
-    from gateway.p1 import Frame, Framer, decode_telegram
+    from gateway.bench_callgrind import CHUNK, rig_framers, rig_telegrams
+    from gateway.p1 import Frame, decode_telegram
     from gateway.publish import payload as pl
-    from gateway.sim import models_for
 
-    parity = {model.id: model.seven_e_one for model in models_for(32)}
     feed = rig_telegrams()
-    framers = {variant: Framer(strip_parity=parity[variant]) for variant, _, _ in feed}
-    state = {"next": 0}
+    framers = rig_framers()
+    count = itertools.count()
 
     def run() -> int:
         """Frame, decode and encode the next rig telegram; the payload's size in bytes."""
-        index = state["next"]
-        state["next"] = index + 1
+        index = next(count)
         variant, spec, raw = feed[index % len(feed)]
         framer = framers[variant]
         size = 0
-        for start in range(0, len(raw), PIECE):
-            for event in framer.feed(raw[start : start + PIECE]):
+        for start in range(0, len(raw), CHUNK):
+            for event in framer.feed(raw[start : start + CHUNK]):
                 if isinstance(event, Frame):
                     telegram = decode_telegram(event.raw, spec, crc_verified=True)  # framer checked
                     body = pl.telegram_body(telegram)

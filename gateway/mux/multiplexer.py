@@ -14,7 +14,8 @@ Opening happens off the loop, in a small thread pool: a socket:// or rfc2217:// 
 seconds on an unreachable host, and the other ports must not stall meanwhile. A lost port is
 closed at once and reopened by its configured name with backoff (0.1 s doubling to 1 s); while
 a device path is missing, its presence is checked every 50 ms so a replugged device is
-reopened at once; after 30 s missing, every 0.5 s (a rig may stand with meters unplugged for days).
+reopened at once; after 30 s missing, every 0.5 s (a rig may stand with a meter unplugged for
+days).
 
 `apply(configs)` may be called from any thread: the loop picks the new set up through the
 wake-up pipe and touches only ports that were added, removed or changed; an unchanged port
@@ -100,7 +101,6 @@ class _Port:
         "generation",
         "health",
         "last_failure",
-        "missing",
         "missing_since_ns",
         "next_check_ns",
         "open",
@@ -126,9 +126,8 @@ class _Port:
         self.next_check_ns = 0
         self.failures = 0
         self.last_failure: str | None = None
-        self.missing = False
-        self.missing_since_ns = 0
-        """When the port's path was first found missing (0: not missing)."""
+        self.missing_since_ns: int | None = None
+        """While waiting: when the port's path was first found missing; None: it is there."""
         self.was_lost = False
         self.consumer_errors_logged = 0
 
@@ -331,7 +330,7 @@ class Multiplexer:
     def next_presence_check(self, variant: str) -> int | None:
         """The monotonic time a missing port's path is checked next (diagnostics), else None."""
         port = self._ports.get(variant)
-        if port is None or not port.missing or port.phase != _WAITING:
+        if port is None or port.missing_since_ns is None or port.phase != _WAITING:
             return None
         return port.next_check_ns
 
@@ -394,7 +393,8 @@ class Multiplexer:
             due = min(due, port.park_until_ns)
         for port in self._attention:
             if port.phase == _WAITING:
-                due = min(due, port.next_check_ns if port.missing else port.retry_at_ns)
+                missing = port.missing_since_ns is not None
+                due = min(due, port.next_check_ns if missing else port.retry_at_ns)
             else:
                 due = min(due, port.next_check_ns)
         return max(0.0, min(due - now, self._tick_ns) / 1e9)
@@ -559,7 +559,7 @@ class Multiplexer:
                     port.next_check_ns = now + self._poll_ns
                     self._poll(port)
             elif port.phase == _WAITING:
-                if port.missing:  # opened when its path appears, not on the retry timer
+                if port.missing_since_ns is not None:  # opened when it appears, not on a timer
                     if now >= port.next_check_ns:
                         port.next_check_ns = self._next_presence_check(port, now)
                         if os.path.exists(port.config.url):
@@ -574,7 +574,7 @@ class Multiplexer:
         been missing less than `presence_slow_after_s` (a meter being swapped), then every
         `presence_slow_s` (a rig left with a meter unplugged)."""
         since = port.missing_since_ns
-        if since and now - since >= self._presence_slow_after_ns:
+        if since is not None and now - since >= self._presence_slow_after_ns:
             return self._presence_slow_ns
         return self._presence_ns
 
@@ -587,10 +587,9 @@ class Multiplexer:
 
     def _note_missing(self, port: _Port, now: int) -> None:
         """Find out whether the port's path is missing, and since when."""
-        port.missing = _path_missing(port.config)
-        if not port.missing:
-            port.missing_since_ns = 0
-        elif not port.missing_since_ns:
+        if not _path_missing(port.config):
+            port.missing_since_ns = None
+        elif port.missing_since_ns is None:
             port.missing_since_ns = now
         port.next_check_ns = self._next_presence_check(port, now)
 
@@ -677,7 +676,6 @@ class Multiplexer:
         assert executor is not None
         port.generation += 1
         port.phase = _OPENING
-        port.missing = False
         self._attention.discard(port)
         generation = port.generation
         config = port.config
@@ -730,7 +728,12 @@ class Multiplexer:
                         url,
                         text,
                         port.failures,
-                        (self._presence_interval(port, now) if port.missing else delay) / 1e9,
+                        (
+                            delay
+                            if port.missing_since_ns is None
+                            else self._presence_interval(port, now)
+                        )
+                        / 1e9,
                         now,
                         wall,
                     ),
@@ -739,7 +742,7 @@ class Multiplexer:
         port.open = opened
         port.phase = _OPEN
         port.failures = 0
-        port.missing_since_ns = 0
+        port.missing_since_ns = None
         port.last_failure = None
         port.framer.reset()
         if port.coalescer is not None:

@@ -182,9 +182,16 @@ def test_a_port_missing_for_long_is_checked_on_a_slower_grid(
         return now[0]
 
     link = tmp_path / "meter"
-    with Multiplexer(recorder, [PortConfig("m1", str(link))], monotonic_ns=clock) as mux:
+    with Multiplexer(
+        recorder,
+        [PortConfig("m1", str(link))],
+        presence_check_s=0.05,
+        presence_slow_s=0.5,
+        presence_slow_after_s=30.0,
+        monotonic_ns=clock,
+    ) as mux:
         recorder.wait(lambda: recorder.of(PortOpenFailed, "m1"), message="open failure")
-        t0 = now[0]
+        t0 = now[0]  # the test's clock: every time below is a point it set, none measured
         assert mux.next_presence_check("m1") == t0 + 50 * MS
         for missing_for, expected in ((29_990 * MS, 30_000 * MS), (30_010 * MS, 30_500 * MS)):
             before = mux.next_presence_check("m1")
