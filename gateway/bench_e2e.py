@@ -63,6 +63,12 @@ TARGET_RATIO = 10.0
 TARGET_P99_MS = 5.0
 TARGET_CPU_PERCENT = 1.0
 TARGET_RSS_MB = 60.0
+#: What `--baseline` can run as the other side: the module of each and its own options.
+BASELINES = {
+    "field": ("gateway.bench_baseline",),
+    "floor": ("gateway.bench_floor",),
+    "floor-decode": ("gateway.bench_floor", "--decode"),
+}
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -95,6 +101,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="idle CPU window before the rounds, all rigs paused (default 5; 0 skips it)",
     )
     add("--skip-baseline", action="store_true", help="measure the gateway only")
+    add(
+        "--baseline",
+        choices=tuple(BASELINES),
+        default="field",
+        help="the other side: field (dsmr_parser, paho: the way the field does it; default), "
+        "floor (the least a Python bridge does a telegram: gateway.bench_floor) or "
+        "floor-decode (the floor, decoding with the gateway's decoder and encoder)",
+    )
     add("--json", metavar="FILE", help="also write every figure to FILE as JSON")
     add("--keep", action="store_true", help="keep the working folder (configs, logs)")
 
@@ -535,7 +549,7 @@ class Bench:
                 [
                     sys.executable,
                     "-m",
-                    "gateway.bench_baseline",
+                    *BASELINES[self.args.baseline],
                     "--variants",
                     str(variants),
                     "--host",
@@ -1058,9 +1072,16 @@ ROWS: list[tuple[str, str, bool, int]] = [
 ]
 
 
-def report(ours: Summary, base: Summary | None, problems: list[str]) -> list[str]:
-    """The figures table (ratio: how many times better the gateway is) and the targets."""
-    lines = [f"{'':46} {'gateway':>10} {'baseline':>10} {'ratio':>7}"]
+def report(
+    ours: Summary, base: Summary | None, problems: list[str], other: str = "field"
+) -> list[str]:
+    """The figures table (ratio: how many times better the gateway is) and the targets.
+
+    `other`: which `--baseline` ran. The column is headed by it unless it is the field's
+    baseline, and the ratio target is only taken against that one (a floor is no rival).
+    """
+    column = "baseline" if other == "field" else other
+    lines = [f"{'':46} {'gateway':>10} {column:>10} {'ratio':>7}"]
     for label, path, higher, digits in ROWS:
         mine, theirs = _get(ours, path), _get(base, path)
         if mine is None and theirs is None:
@@ -1077,12 +1098,12 @@ def report(ours: Summary, base: Summary | None, problems: list[str]) -> list[str
                 f"{kind} latency samples: gateway {mine_p.samples} ({mine_p.unmatched} unmatched)"
             )
             if theirs_p is not None:
-                text += f", baseline {theirs_p.samples} ({theirs_p.unmatched} unmatched)"
+                text += f", {column} {theirs_p.samples} ({theirs_p.unmatched} unmatched)"
             lines.append(text)
     flood_ratio = None
     base_best = _get(base, "flood.best_into")  # the baseline at its best: the fair comparison
     ours_into = _get(ours, "flood.into")
-    if ours_into is not None and base_best:
+    if ours_into is not None and base_best and other == "field":
         flood_ratio = ours_into / base_best
     checks: list[tuple[str, float | None, float, bool]] = [
         (f"flood into mosquitto >= {TARGET_RATE:.0f} telegrams/s", ours_into, TARGET_RATE, True),
@@ -1155,7 +1176,8 @@ def main(args: argparse.Namespace) -> int:
     print(
         f"bench e2e: {args.ports} ptys, {max(1, args.rounds)} rounds (order rotated); "
         f"rig load {args.rig_rate:g} telegram/s per port at line rate, {args.rig_seconds:g} s; "
-        f"load {load}; flood {flood}; baseline {'skipped' if args.skip_baseline else 'on'}; "
+        f"load {load}; flood {flood}; "
+        f"baseline {'skipped' if args.skip_baseline else args.baseline}; "
         f"Python {platform.python_version()}, {os.cpu_count()} CPUs",
         flush=True,
     )
@@ -1186,7 +1208,7 @@ def main(args: argparse.Namespace) -> int:
                     indent=2,
                 )
             )
-    for line in report(ours, base, bench.problems):
+    for line in report(ours, base, bench.problems, args.baseline):
         print(line)
     return 0
 

@@ -1,0 +1,167 @@
+"""The floor of `bench e2e --baseline floor`: its framing, CRC and MQTT bytes, and a real run.
+
+The floor is a measuring instrument: what it must get right is that it does the work it claims
+(every telegram framed, CRC-checked, published and received) and no less, so that its CPU is
+a fair lower bound. No speed is asserted.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gateway import corpus
+from gateway.bench_floor import (
+    connect_packet,
+    crc_holds,
+    frames_in,
+    publish_packet,
+    remaining_length,
+)
+
+CRC_FRAMES = [e.read() for e in corpus.with_crc(corpus.CrcStatus.VALID)]
+
+
+def _whole_frames(data: bytes, with_crc: bool = True) -> list[bytes]:
+    """The frames `frames_in` takes out of `data` handed over at once."""
+    return frames_in(bytearray(data), with_crc)
+
+
+@pytest.mark.parametrize(
+    ("n", "encoded"),
+    [
+        (0, "00"),
+        (127, "7f"),
+        (128, "8001"),
+        (16_383, "ff7f"),
+        (16_384, "808001"),
+        (2_097_151, "ffff7f"),
+        (2_097_152, "80808001"),
+        (268_435_455, "ffffff7f"),
+    ],
+)
+def test_remaining_length_is_the_specs_variable_byte_integer(n: int, encoded: str) -> None:
+    """The boundary values of MQTT 3.1.1's table 2.4 encode as the spec gives them."""
+    assert remaining_length(n).hex() == encoded
+
+
+def test_publish_packet_is_qos1_with_topic_id_and_payload() -> None:
+    """Fixed header 0x32, remaining length, topic, packet id, then the payload as given."""
+    packet = publish_packet(b"p1/r/slot/h/v/telegram", 513, b"x" * 200)
+    assert packet[0] == 0x32
+    assert packet[1:3] == remaining_length(2 + 22 + 2 + 200)
+    assert packet[3:5] == (22).to_bytes(2, "big") and packet[5:27] == b"p1/r/slot/h/v/telegram"
+    assert packet[27:29] == b"\x02\x01" and packet[29:] == b"x" * 200
+
+
+def test_connect_packet_asks_for_a_clean_311_session_without_keepalive() -> None:
+    """CONNECT: protocol MQTT level 4, user name + password + clean session, keep-alive 0."""
+    packet = connect_packet("id", "user", "pw")
+    body = packet[2:]
+    assert packet[0] == 0x10 and packet[1] == len(body)
+    assert body[:10] == b"\x00\x04MQTT\x04\xc2\x00\x00"
+    assert body[10:] == b"\x00\x02id\x00\x04user\x00\x02pw"
+
+
+@pytest.mark.parametrize("raw", CRC_FRAMES, ids=range(len(CRC_FRAMES)))
+def test_every_corpus_frame_with_a_valid_crc_is_found_and_holds(raw: bytes) -> None:
+    """The corpus frames whose CRC holds: one frame each, and its CRC holds."""
+    frames = _whole_frames(raw)
+    assert len(frames) == 1 and crc_holds(frames[0])
+    assert frames[0].startswith(b"/") and frames[0].endswith(b"\n")
+
+
+def test_a_corrupted_byte_fails_the_crc() -> None:
+    """One byte changed inside the frame: the CRC no longer holds."""
+    frame = _whole_frames(CRC_FRAMES[0])[0]
+    spoiled = frame[:20] + bytes([frame[20] ^ 0x01]) + frame[21:]
+    assert crc_holds(frame) and not crc_holds(spoiled)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.sampled_from(CRC_FRAMES), min_size=1, max_size=4),
+    st.binary(max_size=20).filter(lambda b: b"/" not in b),
+    st.lists(st.integers(min_value=1, max_value=300), min_size=1, max_size=40),
+)
+def test_frames_are_the_same_whatever_the_reads(
+    raws: list[bytes], noise: bytes, cuts: list[int]
+) -> None:
+    """A stream cut into any reads yields the frames the whole stream yields, noise dropped."""
+    stream = noise + b"".join(raws)
+    expected = _whole_frames(stream)
+    assert len(expected) == len(raws)
+    buffer, got, at = bytearray(), [], 0
+    for size in cuts * (len(stream) // sum(cuts) + 1):
+        if at >= len(stream):
+            break
+        buffer += stream[at : at + size]
+        at += size
+        got += frames_in(buffer, True)
+    assert got == expected
+
+
+def test_a_truncated_crc_line_is_no_frame() -> None:
+    """`!` and a line end with fewer than four CRC digits: dropped, the next frame found."""
+    frame = _whole_frames(CRC_FRAMES[0])[0]
+    cut = frame[: frame.rindex(b"!") + 2] + b"\r\n"
+    assert _whole_frames(cut + frame) == [frame]
+    assert _whole_frames(cut, with_crc=False) == [cut]
+
+
+@pytest.mark.parametrize("floor", ["floor", "floor-decode"])
+def test_bench_e2e_runs_the_floor_as_the_other_side(floor: str) -> None:
+    """A short run with the floor beside the gateway: every telegram received and matched,
+    the column headed by the floor, and no ratio target taken against it."""
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gateway",
+            "bench",
+            "e2e",
+            "--baseline",
+            floor,
+            "--ports",
+            "2",
+            "--rounds",
+            "1",
+            "--rig-seconds",
+            "2",
+            "--load-rate",
+            "20",
+            "--load-seconds",
+            "2",
+            "--skip-flood",
+            "--settle",
+            "1",
+            "--idle-seconds",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    out = proc.stdout
+    assert proc.returncode == 0, out + proc.stderr
+    assert "problem:" not in out, out
+    assert re.search(rf"^\s+gateway\s+{floor}\s+ratio$", out, re.M), out
+    for kind in ("rig", "load"):
+        assert re.search(
+            rf"^{kind} latency samples: gateway [1-9]\d* \(0 unmatched\), "
+            rf"{floor} [1-9]\d* \(0 unmatched\)$",
+            out,
+            re.M,
+        ), out
+    assert re.search(r"flood >= 10x the baseline's best round\s+not measured", out), out
+
+
+def test_a_frame_cut_short_by_a_new_one_is_dropped() -> None:
+    """A frame's head with no `!`, then a whole frame: only the whole frame comes out."""
+    frame = _whole_frames(CRC_FRAMES[0])[0]
+    assert _whole_frames(frame[:150] + frame) == [frame]
