@@ -11,6 +11,12 @@ One run stands up:
   port, pyserial, dsmr_parser's TelegramBuffer and TelegramParser, json, paho QoS 1;
 - a subscriber (paho, the holder `bench`) that takes every message's arrival time.
 
+`--baseline floor` (or `floor-decode`) runs `python -m gateway.bench_floor` as the other side
+instead: not a rival but a lower bound, the least a Python bridge does a telegram (one thread,
+one read a wake-up, the CRC, one hand-built PUBLISH; with `-decode`, the gateway's decoder and
+encoder too). The gateway's CPU is then read against what no Python design goes below on the
+same machine in the same run; the ratio target is only taken against the field's baseline.
+
 Phases, each for one side while the other side's rig is paused, in rounds whose order rotates
 so that machine noise weighs on both alike:
 - rig load: every meter sends one telegram a second, paced at its serial line's rate, the

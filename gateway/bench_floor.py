@@ -202,8 +202,12 @@ class Floor:
         except BlockingIOError:
             return
         except OSError as exc:
+            data, error = b"", str(exc)
+        else:
+            error = "end of file"
+        if not data:  # the other end is gone: stop watching (no reconnects in a floor)
             self.counters.reader_errors += 1
-            print(f"floor: {port.port.variant}: {exc}", file=sys.stderr)
+            print(f"floor: {port.port.variant}: {error}", file=sys.stderr)
             epoll.unregister(port.fd)
             return
         seven = port.port.seven_bits

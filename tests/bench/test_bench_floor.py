@@ -7,16 +7,26 @@ a fair lower bound. No speed is asserted.
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 import re
+import select
+import socket
 import subprocess
 import sys
+import tty
+from collections.abc import Iterator
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway import corpus
+from gateway.bench_baseline import BaselinePort
 from gateway.bench_floor import (
+    Floor,
+    FloorPort,
     connect_packet,
     crc_holds,
     frames_in,
@@ -25,6 +35,25 @@ from gateway.bench_floor import (
 )
 
 CRC_FRAMES = [e.read() for e in corpus.with_crc(corpus.CrcStatus.VALID)]
+
+
+@pytest.fixture
+def wired() -> Iterator[tuple[int, Floor, socket.socket, select.epoll]]:
+    """A floor on one real pty (raw), its broker end a socket pair: (master, floor, peer, epoll)."""
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    os.set_blocking(slave, False)
+    ours, peer = socket.socketpair()
+    port = FloorPort(BaselinePort("e1", os.ttyname(slave), "V5"), slave, b"t/e1", '"e1"', "V5")
+    epoll = select.epoll()
+    epoll.register(slave, select.EPOLLIN)
+    yield master, Floor([port], ours, decode=True), peer, epoll
+    epoll.close()
+    for fd in (master, slave):
+        with contextlib.suppress(OSError):  # the test may have closed the master
+            os.close(fd)
+    ours.close()
+    peer.close()
 
 
 def _whole_frames(data: bytes, with_crc: bool = True) -> list[bytes]:
@@ -165,3 +194,30 @@ def test_a_frame_cut_short_by_a_new_one_is_dropped() -> None:
     """A frame's head with no `!`, then a whole frame: only the whole frame comes out."""
     frame = _whole_frames(CRC_FRAMES[0])[0]
     assert _whole_frames(frame[:150] + frame) == [frame]
+
+
+def test_a_frame_from_the_pty_goes_out_as_one_publish_with_its_values(
+    wired: tuple[int, Floor, socket.socket, select.epoll],
+) -> None:
+    """Bytes written to the pty: one PUBLISH on the socket, raw and decoded values inside."""
+    master, floor, peer, epoll = wired
+    raw = _whole_frames(CRC_FRAMES[0])[0]
+    os.write(master, raw)
+    floor._read(floor.ports[next(iter(floor.ports))], epoll)
+    packet = peer.recv(65536)
+    assert packet[0] == 0x32 and packet.index(b"\x00\x04t/e1\x00\x01{") > 0  # QoS 1, id 1
+    payload = json.loads(packet[packet.index(b"{") :])
+    assert payload["variant"] == "e1" and payload["raw"] == raw.decode("latin-1")
+    assert payload["objects"] and floor.counters.telegrams == floor.counters.published == 1
+
+
+def test_a_port_whose_other_end_is_gone_is_no_longer_watched(
+    wired: tuple[int, Floor, socket.socket, select.epoll],
+) -> None:
+    """The pty's master closed (an unplug): counted once, unregistered, no busy loop."""
+    master, floor, _peer, epoll = wired
+    os.close(master)
+    assert epoll.poll(1.0)  # the hang-up is reported
+    floor._read(floor.ports[next(iter(floor.ports))], epoll)
+    assert floor.counters.reader_errors == 1
+    assert epoll.poll(0) == []
