@@ -13,7 +13,7 @@ One run stands up:
 
 `--baseline floor` (or `floor-decode`) runs `python -m gateway.bench_floor` as the other side
 instead: not a rival but a lower bound, the least a Python bridge does a telegram (one thread,
-one read a wake-up, the CRC, one hand-built PUBLISH; with `-decode`, the gateway's decoder and
+one read a wake-up, the CRC, one hand-built PUBLISH; `floor-decode` adds the gateway's decoder and
 encoder too). The gateway's CPU is then read against what no Python design goes below on the
 same machine in the same run; the ratio target is only taken against the field's baseline.
 

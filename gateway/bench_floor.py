@@ -3,20 +3,22 @@
     python -m gateway.bench_floor --variants FILE --host H --port P --username U \\
         --password-file F --topic-prefix p1/rig-b/slot/bench
 
-Not a gateway: a lower bound on what any CPython program pays per telegram on this machine for
+Not a gateway: a lower bound on what a CPython program pays per telegram on this machine for
 the part of the work no design can leave out. One thread, one `epoll` over every port and
 stdin; each ready port read once (`os.read`, nonblocking, raw mode); the frame found with
 `bytes.find` (`/` to `!` and, where the version has one, the CRC line); the CRC checked with
 crcmod's C function; one MQTT 3.1.1 PUBLISH, QoS 1, built by hand and written with one `send`,
 to `PREFIX/VARIANT/telegram` as `{"variant": ..., "raw": TELEGRAM TEXT}` (what the bench's
 subscriber matches telegrams by). PUBACKs are drained without waiting, before each publish;
-the connection has no keep-alive, so nothing runs between telegrams. Nothing is decoded,
-spooled, logged, retried or reported.
+the connection has no keep-alive, so nothing runs between telegrams. With `--decode` the
+gateway's own `decode_telegram` and `telegram_body` add the decoded values to that message;
+without it nothing is decoded. Nothing is spooled, logged, retried or reported.
 
-Left out, all of which the gateway does: decoding and the decoded payload, the raw message
-beside it, the spool, health, the status file, the watchdog, reconnects, config reloads, and
-waiting for acknowledgements. Whatever the gateway costs above this floor is the price of
-those; what the floor costs, the gateway cannot go below in Python on the same machine.
+Left out, all of which the gateway does: the raw message beside the decoded one, the spool,
+health, the status file, the watchdog, reconnects, config reloads, tracking acknowledgements,
+and (without `--decode`) decoding. The floor wakes for every piece a port hands over; fed whole
+telegrams (one read each, the fewest wake-ups any reader can have) its CPU is the lower bound:
+a Python gateway doing the contract's work does not go below `--decode`'s figure there.
 
 Commands on stdin as for `gateway.bench_baseline`: `stats` (one JSON line of counters), `quit`.
 It prints `ready` once connected with every port open.

@@ -141,3 +141,18 @@ def test_the_flood_ratio_is_taken_against_the_baselines_best_round() -> None:
     )
     verdict = next(line for line in lines if "x the baseline's best round" in line)
     assert verdict.endswith("MISSED (3.31)"), verdict
+
+
+def test_no_ratio_target_is_taken_against_a_floor() -> None:
+    """With a floor as the other side the column is headed by it and the ratio target is not
+    measured: a floor is a lower bound, not the field's way of doing it."""
+    ours = summarize([_flood("ours", 2200.0, 2)], "ours", 2)
+    floor = summarize([_flood("baseline", 100.0, 1)], "baseline", 1)
+    lines = report(ours, floor, [], "floor")
+    assert re.search(r"^\s+gateway\s+floor\s+ratio$", lines[0])
+    verdict = next(line for line in lines if "x the baseline's best round" in line)
+    assert verdict.endswith("not measured"), verdict
+    field = report(ours, floor, [])
+    assert next(line for line in field if "best round" in line and "x the" in line).endswith(
+        "met (22.00)"
+    )
