@@ -179,18 +179,24 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`python -m gateway.bench_baseline ...`."""
-    parser = argparse.ArgumentParser(prog="python -m gateway.bench_baseline", description=__doc__)
+def bridge_parser(module: str, doc: str | None, client_id: str) -> argparse.ArgumentParser:
+    """The options `bench e2e` gives the other side's process (this baseline or the floor)."""
+    parser = argparse.ArgumentParser(prog=f"python -m {module}", description=doc)
     parser.add_argument("--variants", required=True, help="TOML with [[variant]] id, port, spec")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=1883)
     parser.add_argument("--username", required=True)
     parser.add_argument("--password-file", required=True)
-    parser.add_argument("--client-id", default="p1-baseline")
+    parser.add_argument("--client-id", default=client_id)
     parser.add_argument(
         "--topic-prefix", required=True, help="telegrams go to PREFIX/VARIANT/telegram"
     )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m gateway.bench_baseline ...`."""
+    parser = bridge_parser("gateway.bench_baseline", __doc__, "p1-baseline")
     return run(parser.parse_args(argv))
 
 

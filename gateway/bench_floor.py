@@ -37,7 +37,7 @@ import tty
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gateway.bench_baseline import SEVEN_BITS, BaselinePort, load_ports
+from gateway.bench_baseline import SEVEN_BITS, BaselinePort, bridge_parser, load_ports
 from gateway.p1 import decode_telegram
 from gateway.p1.crc import crc16
 from gateway.publish.payload import telegram_body
@@ -287,16 +287,7 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m gateway.bench_floor ...`."""
-    parser = argparse.ArgumentParser(prog="python -m gateway.bench_floor", description=__doc__)
-    parser.add_argument("--variants", required=True, help="TOML with [[variant]] id, port, spec")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=1883)
-    parser.add_argument("--username", required=True)
-    parser.add_argument("--password-file", required=True)
-    parser.add_argument("--client-id", default="p1-floor")
-    parser.add_argument(
-        "--topic-prefix", required=True, help="telegrams go to PREFIX/VARIANT/telegram"
-    )
+    parser = bridge_parser("gateway.bench_floor", __doc__, "p1-floor")
     parser.add_argument(
         "--decode",
         action="store_true",

@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from gateway.bench_e2e import PhaseResult, report, summarize
 
 NUMBER = r"-?\d+(?:\.\d+)?"
@@ -28,35 +30,11 @@ ROWS = [
 ]
 
 
-def test_bench_e2e_prints_figures_and_ratios_for_both_sides(tmp_path: Path) -> None:
-    """A short run with the baseline: every row has both figures and a ratio; nothing lost."""
-    figures = tmp_path / "e2e.json"
+def _bench_e2e(options: str, *more: str) -> str:
+    """Run `python -m gateway bench e2e OPTIONS MORE`; its output, once it ended well and lost
+    nothing (OPTIONS: a string of words, MORE: whole arguments)."""
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "gateway",
-            "bench",
-            "e2e",
-            "--ports",
-            "2",
-            "--rounds",
-            "1",
-            "--rig-seconds",
-            "3",
-            "--load-rate",
-            "20",
-            "--load-seconds",
-            "2",
-            "--flood-seconds",
-            "4",
-            "--settle",
-            "1",
-            "--idle-seconds",
-            "2",
-            "--json",
-            str(figures),
-        ],
+        [sys.executable, "-m", "gateway", "bench", "e2e", *options.split(), *more],
         capture_output=True,
         text=True,
         timeout=300,
@@ -64,6 +42,18 @@ def test_bench_e2e_prints_figures_and_ratios_for_both_sides(tmp_path: Path) -> N
     out = proc.stdout
     assert proc.returncode == 0, out + proc.stderr
     assert "problem:" not in out, out
+    return out
+
+
+def test_bench_e2e_prints_figures_and_ratios_for_both_sides(tmp_path: Path) -> None:
+    """A short run with the baseline: every row has both figures and a ratio; nothing lost."""
+    figures = tmp_path / "e2e.json"
+    out = _bench_e2e(
+        "--ports 2 --rounds 1 --rig-seconds 3 --load-rate 20 --load-seconds 2 --flood-seconds 4"
+        " --settle 1 --idle-seconds 2",
+        "--json",
+        str(figures),
+    )
     for label in ROWS:
         match = re.search(
             rf"^{re.escape(label)}\s+({NUMBER})\s+({NUMBER})\s+({NUMBER})x$", out, re.M
@@ -86,35 +76,10 @@ def test_bench_e2e_prints_figures_and_ratios_for_both_sides(tmp_path: Path) -> N
 
 def test_bench_e2e_without_baseline_prints_the_gateway_alone(tmp_path: Path) -> None:
     """--skip-baseline: the gateway's figures, a '-' for the baseline and its ratios."""
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "gateway",
-            "bench",
-            "e2e",
-            "--ports",
-            "1",
-            "--rounds",
-            "1",
-            "--rig-seconds",
-            "2",
-            "--load-rate",
-            "0",
-            "--skip-flood",
-            "--skip-baseline",
-            "--settle",
-            "1",
-            "--idle-seconds",
-            "0",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
+    out = _bench_e2e(
+        "--ports 1 --rounds 1 --rig-seconds 2 --load-rate 0 --skip-flood --skip-baseline"
+        " --settle 1 --idle-seconds 0"
     )
-    out = proc.stdout
-    assert proc.returncode == 0, out + proc.stderr
-    assert "problem:" not in out, out
     assert re.search(rf"^rig load: latency p99, ms\s+{NUMBER}\s+-\s+-$", out, re.M), out
     assert "flood: telegrams/s into mosquitto" not in out
     assert re.search(r"flood into mosquitto >= 3000 telegrams/s\s+not measured", out)
@@ -156,3 +121,22 @@ def test_no_ratio_target_is_taken_against_a_floor() -> None:
     assert next(line for line in field if "best round" in line and "x the" in line).endswith(
         "met (22.00)"
     )
+
+
+@pytest.mark.parametrize("floor", ["floor", "floor-decode"])
+def test_bench_e2e_runs_the_floor_as_the_other_side(floor: str) -> None:
+    """A short run with the floor beside the gateway: every telegram received and matched,
+    the column headed by the floor, and no ratio target taken against it."""
+    out = _bench_e2e(
+        f"--baseline {floor} --ports 2 --rounds 1 --rig-seconds 2 --load-rate 20"
+        " --load-seconds 2 --skip-flood --settle 1 --idle-seconds 0"
+    )
+    assert re.search(rf"^\s+gateway\s+{floor}\s+ratio$", out, re.M), out
+    for kind in ("rig", "load"):
+        assert re.search(
+            rf"^{kind} latency samples: gateway [1-9]\d* \(0 unmatched\), "
+            rf"{floor} [1-9]\d* \(0 unmatched\)$",
+            out,
+            re.M,
+        ), out
+    assert re.search(r"flood >= 10x the baseline's best round\s+not measured", out), out

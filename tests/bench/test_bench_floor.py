@@ -1,8 +1,9 @@
-"""The floor of `bench e2e --baseline floor`: its framing, CRC and MQTT bytes, and a real run.
+"""The floor of `bench e2e --baseline floor`: its framing, CRC, MQTT bytes and one pty.
 
 The floor is a measuring instrument: what it must get right is that it does the work it claims
 (every telegram framed, CRC-checked, published and received) and no less, so that its CPU is
-a fair lower bound. No speed is asserted.
+a fair lower bound. No speed is asserted. Its runs beside the gateway are in
+`test_bench_e2e.py`.
 """
 
 from __future__ import annotations
@@ -10,11 +11,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import select
 import socket
-import subprocess
-import sys
 import tty
 from collections.abc import Iterator
 
@@ -141,53 +139,6 @@ def test_a_truncated_crc_line_is_no_frame() -> None:
     cut = frame[: frame.rindex(b"!") + 2] + b"\r\n"
     assert _whole_frames(cut + frame) == [frame]
     assert _whole_frames(cut, with_crc=False) == [cut]
-
-
-@pytest.mark.parametrize("floor", ["floor", "floor-decode"])
-def test_bench_e2e_runs_the_floor_as_the_other_side(floor: str) -> None:
-    """A short run with the floor beside the gateway: every telegram received and matched,
-    the column headed by the floor, and no ratio target taken against it."""
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "gateway",
-            "bench",
-            "e2e",
-            "--baseline",
-            floor,
-            "--ports",
-            "2",
-            "--rounds",
-            "1",
-            "--rig-seconds",
-            "2",
-            "--load-rate",
-            "20",
-            "--load-seconds",
-            "2",
-            "--skip-flood",
-            "--settle",
-            "1",
-            "--idle-seconds",
-            "0",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    out = proc.stdout
-    assert proc.returncode == 0, out + proc.stderr
-    assert "problem:" not in out, out
-    assert re.search(rf"^\s+gateway\s+{floor}\s+ratio$", out, re.M), out
-    for kind in ("rig", "load"):
-        assert re.search(
-            rf"^{kind} latency samples: gateway [1-9]\d* \(0 unmatched\), "
-            rf"{floor} [1-9]\d* \(0 unmatched\)$",
-            out,
-            re.M,
-        ), out
-    assert re.search(r"flood >= 10x the baseline's best round\s+not measured", out), out
 
 
 def test_a_frame_cut_short_by_a_new_one_is_dropped() -> None:
