@@ -11,10 +11,10 @@ telegram is published QoS 1 by one shared paho client (MQTT 3.1.1, paho's defaul
 telegram.to_json()}`: dsmr_parser's own JSON of the parsed values, plus the telegram text (as
 dsmr-reader's remote datalogger forwards it), so that a subscriber can tell which telegram it
 got. dsmr_parser's `SerialReader` itself is not used: it writes the device into a module-level
-settings dict, so 32 of them would all read one port (see FIELD-NOTES). Two concessions to
-fairness, both in the baseline's favour: dsmr_parser's per-line error logging is silenced, and
-a 7-bit port's bytes are masked to 7 bits as a real 7E1 UART delivers them (a pseudo-terminal
-passes the parity bit through; dsmr_parser would fail on `decode("ascii")` otherwise).
+settings dict, so 32 of them would all read one port. Two concessions to fairness, both in the
+baseline's favour: dsmr_parser's per-line error logging is silenced, and a 7-bit port's bytes
+are masked to 7 bits as a real 7E1 UART delivers them (a pseudo-terminal passes the parity bit
+through; dsmr_parser would fail on `decode("ascii")` otherwise).
 
 It reads commands on stdin, one a line, answered by one line on stdout: `stats` (a JSON object
 of counters), `quit`. It prints `ready` once connected with every port open.

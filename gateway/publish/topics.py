@@ -2,7 +2,7 @@
 
 A topic is only ever built from validated parts, so a NUL byte, a wildcard ('+', '#'), an extra
 level ('/') or a broker-reserved '$' prefix can never reach paho or the broker (a NUL in a topic
-makes mosquitto drop the connection and paho resend it forever: see FIELD-NOTES).
+makes mosquitto drop the connection, and paho resends that message on every reconnect, forever).
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ VARIANTS = ("v5", "fluvius")
 def test_broker_outage_of_30_seconds_loses_nothing(broker, probe, publisher, spool_dir) -> None:
     """Broker stopped for 30 s mid-stream: spool holds, paho idles, all delivered in order."""
     # The tester keeps a persistent session so that it misses nothing while the broker
-    # restarts (see FIELD-NOTES: mosquitto saves sessions on SIGTERM).
+    # restarts: mosquitto saves its sessions when it is stopped with SIGTERM.
     tester = probe("acme", ["p1/rig-a/slot/acme/#"], client_id="acme-outage", persistent=True)
     pub = publisher(settings(Path(spool_dir), broker), all_day("acme"))
     assert wait_until(lambda: pub.status().connected, 10)
