@@ -75,15 +75,65 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--stats-every", type=float, default=0.0, metavar="S", help="print counters every S s"
     )
     faults = parser.add_argument_group("recurring faults (on --faulty meters, default all)")
-    faults.add_argument("--faulty", action="append", metavar="ID", help="meters to afflict")
-    faults.add_argument("--bad-crc-every", type=int, default=0, metavar="N")
-    faults.add_argument("--truncate-every", type=int, default=0, metavar="N")
-    faults.add_argument("--noise-every", type=int, default=0, metavar="N")
-    faults.add_argument("--noise-bytes", type=int, default=512, metavar="B")
-    faults.add_argument("--silence-every", type=float, default=0.0, metavar="S")
-    faults.add_argument("--silence-for", type=float, default=5.0, metavar="S")
-    faults.add_argument("--unplug-every", type=float, default=0.0, metavar="S")
-    faults.add_argument("--unplug-for", type=float, default=2.0, metavar="S")
+    faults.add_argument(
+        "--faulty", action="append", metavar="ID", help="a meter to afflict (repeatable)"
+    )
+    faults.add_argument(
+        "--bad-crc-every",
+        type=int,
+        default=0,
+        metavar="N",
+        help="every Nth telegram carries a wrong CRC (0: never)",
+    )
+    faults.add_argument(
+        "--truncate-every",
+        type=int,
+        default=0,
+        metavar="N",
+        help="every Nth telegram is cut off halfway, before its CRC line (0: never)",
+    )
+    faults.add_argument(
+        "--noise-every",
+        type=int,
+        default=0,
+        metavar="N",
+        help="line noise goes out before every Nth telegram (0: never)",
+    )
+    faults.add_argument(
+        "--noise-bytes",
+        type=int,
+        default=512,
+        metavar="B",
+        help="bytes of noise each time (default: %(default)s)",
+    )
+    faults.add_argument(
+        "--silence-every",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="every S seconds the meter falls silent, its port still open (0: never)",
+    )
+    faults.add_argument(
+        "--silence-for",
+        type=float,
+        default=5.0,
+        metavar="S",
+        help="seconds each silence lasts (default: %(default)s)",
+    )
+    faults.add_argument(
+        "--unplug-every",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="every S seconds the meter is unplugged: its pty closes (0: never)",
+    )
+    faults.add_argument(
+        "--unplug-for",
+        type=float,
+        default=2.0,
+        metavar="S",
+        help="seconds until each unplugged meter is plugged back in (default: %(default)s)",
+    )
 
 
 def select_models(variants: list[str] | None, count: int | None) -> list[MeterModel]:

@@ -96,6 +96,31 @@ def test_simulate_list_and_bad_arguments() -> None:
     assert bad.returncode == 2 and "nope" in bad.stderr
 
 
+FAULT_UNITS = {
+    "--bad-crc-every N": "telegram",
+    "--truncate-every N": "telegram",
+    "--noise-every N": "telegram",
+    "--noise-bytes B": "bytes",
+    "--silence-every S": "seconds",
+    "--silence-for S": "seconds",
+    "--unplug-every S": "seconds",
+    "--unplug-for S": "seconds",
+}
+
+
+def test_fault_options_say_their_units() -> None:
+    """`simulate --help` explains every recurring-fault option, naming what N, B or S counts."""
+    out = subprocess.run(
+        [sys.executable, "-m", "gateway", "simulate", "--help"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    text = " ".join(out.stdout.split()).split("recurring faults", 1)[1]
+    for option, unit in FAULT_UNITS.items():
+        assert option in text, option
+        explained = text.split(option, 1)[1].split(" --", 1)[0]
+        assert unit in explained, (option, explained)
+
+
 def test_model_selection_and_rates() -> None:
     """Models by id or the default rig, replicated by --count; rates parse or are refused."""
     assert [m.id for m in select_models(["smarty-lu"], None)] == ["smarty-lu"]
