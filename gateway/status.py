@@ -113,6 +113,9 @@ def render(status: Mapping[str, Any], *, now: datetime | None = None, colour: bo
         f"clock {'synchronised' if clock.get('synced') else 'NOT SYNCHRONISED (routing held)'}"
         f"  slot {holder + ' until ' + str(slot.get('until')) if holder else '(none)'}"
     )
+    log_dropped = (status.get("log") or {}).get("dropped") or 0
+    if log_dropped:
+        lines.append(f"log {log_dropped} lines DROPPED (the log sink was stuck)")
     reload_info = config.get("last_reload") or {}
     if reload_info and not reload_info.get("ok", True):
         lines.append(

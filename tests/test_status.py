@@ -60,6 +60,18 @@ def test_render_shows_a_refused_reload() -> None:
     assert "  f: x: bad" in render(status, now=NOW)
 
 
+def test_render_shows_dropped_log_lines_only_when_there_are_some() -> None:
+    """A head line counts log lines dropped by a stuck sink; none dropped, or an older file
+    without the key, shows no such line."""
+    status = sample()
+    status["log"] = {"dropped": 17}
+    head = render(status, now=NOW).split("PORT")[0]
+    assert "log 17 lines DROPPED" in head
+    status["log"] = {"dropped": 0}
+    assert "DROPPED" not in render(status, now=NOW)
+    assert "DROPPED" not in render(sample(), now=NOW)
+
+
 def test_status_file_round_trip_and_cli(tmp_path: Path) -> None:
     """The written file reads back, and `status --once --file` prints the table."""
     path = tmp_path / "run" / "status.json"
