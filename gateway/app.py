@@ -5,6 +5,10 @@ which decodes each telegram and hands it to the publisher (routing, numbering, s
 the paho publish happen there, without blocking). paho runs its own network thread and the
 publisher a spool writer. The main thread owns everything slow or rare: signals, reloads
 (SIGHUP or a changed config file), the health and status ticker and the systemd watchdog.
+
+Nothing here waits for systemd or journald: notify datagrams are sent without blocking and
+log lines go through a bounded queue to a logging thread (`gateway.notify`, `gateway.logs`);
+the status file is written by a thread of its own (`gateway.statuswriter`).
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import structlog
 from gateway import __version__
 from gateway.config import GatewayConfig, VariantConfig, diff_variants, load_config
 from gateway.errors import ConfigError, GatewayError, TelegramError
-from gateway.logs import configure_logging
+from gateway.logs import configure_logging, flush_logs, log_dropped
 from gateway.mux import (
     FrameDropped,
     FrameReceived,
@@ -54,7 +58,7 @@ from gateway.publish import (
     SpoolSettings,
     SystemClockProbe,
 )
-from gateway.status import write_status_file
+from gateway.statuswriter import StatusWriter
 from gateway.watch import FileWatcher, signatures
 
 log = structlog.get_logger("p1-gateway")
@@ -72,6 +76,11 @@ HEALTH_INTERVAL_S = 5.0
 DUE_SLACK_S = 0.005
 #: The reader loop wakes at least every 0.1 s; this much silence means it is stuck.
 READER_STALL_S = 5.0
+#: A status-file write that takes this long is a hung disk: the watchdog is withheld.
+STATUS_STALL_S = 20.0
+#: SIGTERM to exit: the whole stop, the last log lines included, fits in this (systemd's
+#: TimeoutStopSec is 10 s; a tester's "offline" status and the last batch come first).
+STOP_BUDGET_S = 4.5
 #: How long the reader thread yields after a telegram while the publisher lags (see
 #: `Publisher.lagging`): at most ~1000 telegrams/s are then read, 30 times a 32-port rig's rate.
 READER_YIELD_S = 0.001
@@ -148,12 +157,14 @@ def restart_only_changes(old: GatewayConfig, new: GatewayConfig) -> list[str]:
     return [name for name in RESTART_SECTIONS if getattr(old, name) != getattr(new, name)]
 
 
-def watchdog_ok(progress: LoopProgress, liveness: PublisherLiveness, now_ns: int) -> bool:
-    """True while the reader loop and the MQTT side both make progress."""
+def watchdog_ok(
+    progress: LoopProgress, liveness: PublisherLiveness, now_ns: int, status_busy_s: float = 0.0
+) -> bool:
+    """True while the reader loop, the MQTT side and the status writer all make progress."""
     if not progress.running or progress.last_iteration_monotonic_ns == 0:
         return False
     reader_age_s = (now_ns - progress.last_iteration_monotonic_ns) / 1e9
-    return reader_age_s <= READER_STALL_S and liveness.ok()
+    return reader_age_s <= READER_STALL_S and liveness.ok() and status_busy_s <= STATUS_STALL_S
 
 
 def _next_due(due: float, every: float, now: float) -> float:
@@ -209,6 +220,8 @@ class Gateway:
         )
         self.mux = Multiplexer(self.consume, [port_config(v) for v in cfg.variants])
         self._watcher = FileWatcher.of(cfg.watched_files)
+        self._status_writer = StatusWriter(cfg.status.file)
+        self._status_error: str | None = None
         self._stop = threading.Event()
         self._reload = threading.Event()
         self._wake = threading.Event()  # set with each of the above and by port events
@@ -346,17 +359,24 @@ class Gateway:
             if dog_every is not None and now >= next_dog:
                 next_dog = _next_due(next_dog, dog_every, now)
                 self.feed_watchdog()
+            self.notifier.flush()  # what systemd could not take before, if it can now
             due = min(next_watch, next_health, next_status, next_dog)
             self._wake.wait(max(0.0, due - time.monotonic()))
 
     def stop(self, timeout: float = 4.0) -> None:
-        """Stop reading, flush what can be flushed, publish offline, within `timeout` s."""
+        """Stop reading, flush what can be flushed, publish offline, within `timeout` s.
+
+        Nothing here waits for systemd or journald; a hung disk (the spool's last commit, the
+        status file) gets what is left of `timeout` and no more.
+        """
         deadline = time.monotonic() + timeout
         self.notifier.stopping()
         log.info("stopping")
         self.mux.stop(timeout=max(0.5, min(1.5, timeout / 3)))
-        self.publisher.stop(timeout=max(0.5, deadline - time.monotonic() - 0.2))
-        self.write_status(state="stopped")
+        self.publisher.stop(timeout=max(0.5, deadline - time.monotonic() - 0.3))
+        self._status_writer.submit(self.status(state="stopped"))
+        if not self._status_writer.close(timeout=max(0.1, deadline - time.monotonic())):
+            log.warning("status file not written at stop (disk hung?)")
         log.info("stopped", **self.counter_fields())
 
     # -- reload --
@@ -424,13 +444,16 @@ class Gateway:
 
     def feed_watchdog(self) -> None:
         """Send WATCHDOG=1 only while the reader loop and the MQTT side make progress."""
-        if watchdog_ok(self.mux.progress(), self.publisher.liveness(), time.monotonic_ns()):
+        busy = self._status_writer.busy_for()
+        progress, liveness = self.mux.progress(), self.publisher.liveness()
+        if watchdog_ok(progress, liveness, time.monotonic_ns(), busy):
             self.notifier.watchdog()
         else:
             log.error(
                 "watchdog withheld: a loop is not making progress",
-                reader=str(self.mux.progress()),
-                publisher=str(self.publisher.liveness()),
+                reader=str(progress),
+                publisher=str(liveness),
+                status_write_s=round(busy, 1),
             )
 
     def current_slot(self) -> dict[str, Any]:
@@ -480,6 +503,13 @@ class Gateway:
                 },
             },
             "gateway": self.counter_fields(),
+            "log": {"dropped": log_dropped()},
+            "systemd": {
+                "notify_sent": self.notifier.sent,
+                "notify_blocked": self.notifier.blocked,
+                "notify_dropped": self.notifier.outbox.dropped,
+                "notify_last_error": self.notifier.last_error,
+            },
             "ports": ports,
         }
 
@@ -496,12 +526,18 @@ class Gateway:
         }
 
     def write_status(self, state: str = "running") -> None:
-        """Rewrite the status file and tell systemd a one-line summary of the same reading."""
+        """Have the status file rewritten and tell systemd a one-line summary of the same reading.
+
+        The file is written by the status writer's thread: a slow disk does not hold up this
+        loop. A write error is logged once, when it first appears or changes.
+        """
         status = self.status(state)
-        try:
-            write_status_file(self.cfg.status.file, status)
-        except OSError as exc:
-            log.warning("status file not written", file=str(self.cfg.status.file), error=str(exc))
+        self._status_writer.submit(status)
+        error = self._status_writer.last_error
+        if error != self._status_error:
+            self._status_error = error
+            if error is not None:
+                log.warning("status file not written", file=str(self.cfg.status.file), error=error)
         if state == "running":
             self.notifier.status(self.summary(status))
 
@@ -566,7 +602,10 @@ def run(config_path: str | Path) -> int:
     try:
         gateway.serve()
     finally:
-        gateway.stop()
+        stop_began = time.monotonic()
+        gateway.stop(timeout=STOP_BUDGET_S - 0.6)
+        flush_logs(max(0.0, STOP_BUDGET_S - (time.monotonic() - stop_began)))
+        notifier.close()
     return EXIT_OK
 
 

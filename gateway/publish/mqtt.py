@@ -397,13 +397,13 @@ class MqttLink:
         )
         self._thread.start()
 
-    def _halt_thread(self) -> None:
-        """Ask the network thread to end and wait for it (the caller holds `_lock`)."""
+    def _halt_thread(self, timeout: float = CONNECT_TIMEOUT_S + 1.0) -> None:
+        """Ask the network thread to end and wait up to `timeout` s for it (holding `_lock`)."""
         self._halt.set()
         self._wake()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
-            thread.join(CONNECT_TIMEOUT_S + 1.0)
+            thread.join(timeout)
         self._thread = None
 
     def start(self) -> None:
@@ -696,8 +696,8 @@ class MqttLink:
             self.last_progress = self._monotonic()
             return True
 
-    def stop(self) -> None:
-        """Disconnect cleanly (no last will) and end the network thread."""
+    def stop(self, timeout: float = CONNECT_TIMEOUT_S + 1.0) -> None:
+        """Disconnect cleanly (no last will) and end the network thread (wait `timeout` s)."""
         with self._lock:
             self._stopping = True
             self._halt.set()  # before disconnecting: the thread must not connect again
@@ -705,7 +705,7 @@ class MqttLink:
             if client is not None:
                 with client.io_lock, contextlib.suppress(Exception):  # best effort on shutdown
                     client.disconnect()
-            self._halt_thread()
+            self._halt_thread(timeout)
             self.connected = False
             for fd in (self._wake_r, self._wake_w):
                 if fd >= 0:

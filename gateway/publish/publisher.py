@@ -352,11 +352,13 @@ class Publisher:
                     break
                 self._idle.wait(0.05)
             self._ready = False
-        self._link.stop()
+        self._link.stop(timeout=max(0.1, deadline - time.monotonic() - 0.5))
         self._stop_worker = True
         self._events.put(_WAKE)
         if self._worker is not None:
-            self._worker.join(timeout=max(1.0, deadline - time.monotonic() + 5.0))
+            # The last batch's commit gets what is left of `timeout`: a hung disk cannot
+            # hold up the exit (what that loses: the messages of the last batch window).
+            self._worker.join(timeout=max(0.1, deadline - time.monotonic()))
             if self._worker.is_alive():
                 # Stuck in SQLite (a hung disk, in a commit or a read: both run outside
                 # `_lock`): closing would wait for the connection's mutex it holds, and stop
