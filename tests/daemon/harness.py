@@ -41,12 +41,16 @@ class NotifySocket:
         self.sock.settimeout(0.2)
         self.messages: list[tuple[float, dict[str, str]]] = []
         self._stop = False
+        self._reading = threading.Event()
+        self._reading.set()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         """Collect datagrams until closed."""
         while not self._stop:
+            if not self._reading.wait(0.2):
+                continue
             try:
                 data = self.sock.recv(65536)
             except TimeoutError:
@@ -55,6 +59,14 @@ class NotifySocket:
                 return
             fields = dict(line.split("=", 1) for line in data.decode().splitlines() if "=" in line)
             self.messages.append((time.monotonic(), fields))
+
+    def pause(self) -> None:
+        """Stop reading, as a stuck systemd would: the socket's receive queue fills up."""
+        self._reading.clear()
+
+    def resume(self) -> None:
+        """Read again."""
+        self._reading.set()
 
     def having(self, key: str, value: str | None = None) -> list[dict[str, str]]:
         """The messages that set `key` (to `value`, when given)."""
@@ -79,6 +91,8 @@ class GatewayHarness:
         watchdog_usec: int | None = 1_000_000,
         slots: list[tuple[str, datetime, datetime]] | None = None,
         batch_interval: float = 0.2,
+        log_format: str = "json",
+        wrap: list[str] | None = None,
     ) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="p1gw-daemon-"))
         cat = catalogue()
@@ -87,6 +101,9 @@ class GatewayHarness:
         self.slots = slots or [("acme", now - timedelta(hours=1), now + timedelta(hours=2))]
         self.watchdog_usec = watchdog_usec
         self.batch_interval = batch_interval
+        self.log_format = log_format
+        self.wrap = wrap or []
+        """A command the daemon's command line is appended to (a namespace, say)."""
         self.broker = MosquittoBroker(PASSWORDS, rigs=[RIG_ID])
         self.rig = VirtualRig(self.models, link_dir=self.dir / "ports")
         self.notify: NotifySocket | None = None
@@ -111,6 +128,7 @@ class GatewayHarness:
             slots=self.slots,
             spool_batch_interval=self.batch_interval,
             status_interval=0.5,
+            log_format=self.log_format,
             log_level="debug",
             comment="a test's gateway (tests/daemon/harness.py)",
         )
@@ -141,7 +159,7 @@ class GatewayHarness:
         readies = len(self.notify.having("READY", "1"))
         with self.log_file.open("ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "gateway", "run", "--config", str(self.config)],
+                [*self.wrap, sys.executable, "-m", "gateway", "run", "--config", str(self.config)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
