@@ -6,7 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from gateway.app import catalogue_of, port_config, restart_only_changes, watchdog_ok
+from gateway.app import (
+    STATUS_STALL_S,
+    catalogue_of,
+    port_config,
+    restart_only_changes,
+    watchdog_ok,
+)
 from gateway.config import load_config
 from gateway.mux import LoopProgress
 from gateway.publish import PublisherLiveness
@@ -57,6 +63,12 @@ def test_watchdog_withheld_when_a_loop_is_stuck(
 ) -> None:
     """A stalled or dead reader loop, paho thread or spool writer withholds WATCHDOG=1."""
     assert not watchdog_ok(progress, liveness, NOW)
+
+
+def test_watchdog_withheld_while_a_status_write_hangs() -> None:
+    """A status-file write that takes a few seconds is fine; one that hangs withholds it."""
+    assert watchdog_ok(loop(0.1), alive(), NOW, status_busy_s=3.0)
+    assert not watchdog_ok(loop(0.1), alive(), NOW, status_busy_s=STATUS_STALL_S + 1)
 
 
 def write(tmp_path: Path, mqtt_port: int = 1883, spec: str = "V5") -> Path:
