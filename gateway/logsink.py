@@ -18,7 +18,7 @@ import time
 from collections.abc import Mapping, MutableMapping
 from typing import Any
 
-#: Where journald listens for the native protocol (systemd.journal-fields(7)).
+#: Where journald listens for its native protocol (systemd-journald.service(8)).
 JOURNAL_SOCKET = "/run/systemd/journal/socket"
 #: A field value longer than this is cut (the datagram must fit the socket's send buffer).
 MAX_FIELD_BYTES = 16 * 1024
