@@ -141,11 +141,46 @@ class LogConfig(_Frozen):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
 
-class StatusConfig(_Frozen):
-    """Where the daemon keeps its live status for `p1-gateway status` (tmpfs: no SD wear)."""
+class _StatusSection(_Frozen):
+    """The `[status]` table as written: `file` may be left out (see `status_file`)."""
 
-    file: Path = Path("/run/p1-gateway/status.json")
+    file: Path | None = None
     interval: float = Field(default=1.0, gt=0, le=60)
+
+
+class StatusConfig(_Frozen):
+    """Where the daemon keeps its live status for `p1-gateway status`, and how often.
+
+    `file` is always set: the `[status] file` of the config, else `default_status_file`.
+    """
+
+    file: Path
+    interval: float
+
+
+STATUS_FILE_NAME = "status.json"
+
+
+def default_status_file(config_path: Path, environ: Mapping[str, str] | None = None) -> Path:
+    """The status file of a config that names none: under systemd `status.json` in
+    `$RUNTIME_DIRECTORY` (the first of its colon-separated paths), else `NAME.status.json`
+    beside the config file `NAME.toml`: a run by hand never touches the service's file."""
+    env = os.environ if environ is None else environ
+    runtime = env.get("RUNTIME_DIRECTORY", "").split(":")[0]
+    if runtime:
+        return Path(runtime) / STATUS_FILE_NAME
+    path = Path(config_path).absolute()
+    return path.with_name(f"{path.stem}.{STATUS_FILE_NAME}")
+
+
+def status_file(
+    config_path: Path, configured: Path | None, environ: Mapping[str, str] | None = None
+) -> Path:
+    """The status file for the config at `config_path`, as `run` writes it and `status` reads
+    it: the configured `[status] file` (relative to the config's folder), else the default."""
+    if configured is None:
+        return default_status_file(config_path, environ)
+    return Path(config_path).absolute().parent / configured  # an absolute one stays as it is
 
 
 class VariantConfig(_Frozen):
@@ -179,7 +214,23 @@ class SlotConfig(_Frozen):
         return self
 
 
-class _MainFile(BaseSettings):
+class _EnvFirst(BaseSettings):
+    """Settings read from a file's data with `P1GW_` environment overrides on top."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Environment first, so `P1GW_` variables override the file."""
+        return env_settings, init_settings
+
+
+class _MainFile(_EnvFirst):
     """The main file's settings, with `P1GW_` environment overrides on top."""
 
     model_config = SettingsConfigDict(
@@ -194,21 +245,22 @@ class _MainFile(BaseSettings):
     spool: SpoolConfig = SpoolConfig()
     clock: ClockConfig = ClockConfig()
     log: LogConfig = LogConfig()
-    status: StatusConfig = StatusConfig()
+    status: _StatusSection = _StatusSection()
     variants_file: Path | None = None
     slots_file: Path | None = None
 
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        """Environment first, so `P1GW_` variables override the file."""
-        return env_settings, init_settings
+
+class _StatusOnly(_EnvFirst):
+    """The main file's `[status]` table alone, with `P1GW_STATUS__` overrides on top."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="ignore",
+        frozen=True,
+    )
+
+    status: _StatusSection = _StatusSection()
 
 
 @dataclass(frozen=True, slots=True)
@@ -533,7 +585,9 @@ def load_config(path: str | os.PathLike[str]) -> GatewayConfig:
         }
     )
     spool = main.spool.model_copy(update={"dir": _resolve(base, main.spool.dir)})
-    status = main.status.model_copy(update={"file": _resolve(base, main.status.file)})
+    status = StatusConfig(
+        file=status_file(main_path, main.status.file), interval=main.status.interval
+    )
     return GatewayConfig(
         path=main_path,
         rig=main.rig,
@@ -547,3 +601,24 @@ def load_config(path: str | os.PathLike[str]) -> GatewayConfig:
         variants_file=variants_file,
         slots_file=slots_file,
     )
+
+
+def load_status_config(path: str | os.PathLike[str]) -> StatusConfig:
+    """Only the `[status]` settings of a main file, resolved as `load_config` resolves them,
+    for `p1-gateway status`: no password, variants or slots file is read, and the rest of the
+    main file may be invalid. Raise ConfigError when the file or its `[status]` is unusable."""
+    main_path = Path(path).absolute()
+    main_file = str(main_path)
+    problems: list[ConfigProblem] = []
+    data = _read_toml(main_path, problems)
+    if data is None:
+        raise ConfigError(problems)
+    _hoist_file_keys(data, main_file, [])  # keys written after [status] are top-level ones
+    try:
+        section = _StatusOnly(status=data.get("status", {})).status
+    except ValidationError as exc:
+        raise ConfigError(_problems(exc, main_file)) from None
+    except SettingsError as exc:
+        overrides = ", ".join(_env_overrides(os.environ))
+        raise ConfigError([ConfigProblem("environment", overrides, str(exc))]) from None
+    return StatusConfig(file=status_file(main_path, section.file), interval=section.interval)

@@ -1,8 +1,9 @@
 """`p1-gateway status`: a live terminal table of every port's health and the rig's state.
 
-The daemon rewrites a small JSON status file (by default /run/p1-gateway/status.json, on
-tmpfs) about once a second; this command reads it, so it needs no broker credentials and
-works while the broker is down. `write_status_file` is the daemon's side of that exchange.
+The daemon rewrites a small JSON status file about once a second (where: `status_file` in
+gateway.config; the service's is /run/p1-gateway/status.json, on tmpfs); this command reads
+it, so it needs no broker credentials, no password file, and works while the broker is down.
+`write_status_file` is the daemon's side of that exchange.
 """
 
 from __future__ import annotations
@@ -17,10 +18,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from gateway.config import load_config
+from gateway.config import load_status_config
 from gateway.errors import ConfigError
 
 STALE_AFTER_S = 5.0
+
+#: The service's status file: `$RUNTIME_DIRECTORY/status.json` with the unit's
+#: `RuntimeDirectory=p1-gateway`. A technician's shell has no `$RUNTIME_DIRECTORY`.
+SERVICE_STATUS_FILE = Path("/run/p1-gateway/status.json")
 
 _STATE_COLOURS = {"up": "32", "silent": "33", "down": "31"}
 
@@ -171,11 +176,49 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--interval", type=float, default=1.0, help="refresh period, seconds")
 
 
+def written_for(path: Path, config: Path) -> bool:
+    """Whether the status file at `path` was written by a daemon run with the config `config`."""
+    try:
+        written = Path(str(read_status_file(path)["config"]["file"]))
+    except (OSError, ValueError, LookupError, TypeError):
+        return False
+    if written == config.absolute():
+        return True
+    try:
+        return written.samefile(config)
+    except OSError:
+        return False
+
+
+def find_status_file(config: Path, service_file: Path = SERVICE_STATUS_FILE) -> Path:
+    """The status file of the daemon run with `config`: where `run --config` writes it, or,
+    seen from outside the service, the service's own file when it was written for this same
+    config (the fresher of the two when both are). The config need not be valid, nor readable
+    when the service's file answers."""
+    try:
+        path = load_status_config(config).file
+    except ConfigError:
+        if written_for(service_file, config):
+            return service_file
+        raise
+    if path == service_file or not written_for(service_file, config):
+        return path
+    return max((service_file, path), key=_mtime)
+
+
+def _mtime(path: Path) -> float:
+    """A file's modification time; -1 when it is missing."""
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return -1.0
+
+
 def _status_path(args: argparse.Namespace) -> Path:
-    """The status file named on the command line or by the config."""
+    """The status file named on the command line or found from the config."""
     if args.file:
         return Path(args.file)
-    return load_config(args.config).status.file
+    return find_status_file(Path(args.config))
 
 
 def _show(path: Path, out: TextIO, colour: bool) -> int:

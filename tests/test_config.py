@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import diff_variants, load_config
+from gateway.config import diff_variants, load_config, load_status_config
 from gateway.errors import ConfigError
 
 MAIN = """
@@ -219,6 +219,83 @@ def test_password_file_first_line(tmp_path: Path) -> None:
         write_config(tmp_path, MAIN.replace("port = 18830", 'port = 18830\npassword_file = "pass"'))
     )
     assert cfg.mqtt_password() == "s3cret"
+
+
+def test_status_file_defaults_beside_the_config_outside_systemd(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without RUNTIME_DIRECTORY and without `[status] file`, NAME.toml's status goes to
+    NAME.status.json beside it: never to the service's /run/p1-gateway/status.json."""
+    monkeypatch.delenv("RUNTIME_DIRECTORY", raising=False)
+    assert load_config(write_config(tmp_path)).status.file == tmp_path / "gateway.status.json"
+
+
+def test_status_file_defaults_to_systemds_runtime_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under systemd the default is status.json in the first of RUNTIME_DIRECTORY's paths."""
+    monkeypatch.setenv("RUNTIME_DIRECTORY", f"{tmp_path}/rt:{tmp_path}/other")
+    assert load_config(write_config(tmp_path)).status.file == tmp_path / "rt" / "status.json"
+
+
+@pytest.mark.parametrize("runtime", [None, "/run/p1-gateway"])
+def test_a_configured_status_file_wins(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, runtime: str | None
+) -> None:
+    """`[status] file` wins over both defaults; a relative one is relative to the config."""
+    if runtime is None:
+        monkeypatch.delenv("RUNTIME_DIRECTORY", raising=False)
+    else:
+        monkeypatch.setenv("RUNTIME_DIRECTORY", runtime)
+    relative = write_config(tmp_path, MAIN + '\n[status]\nfile = "run/s.json"\n')
+    assert load_config(relative).status.file == tmp_path / "run" / "s.json"
+    absolute = write_config(tmp_path, MAIN + f'\n[status]\nfile = "{tmp_path}/abs.json"\n')
+    assert load_config(absolute).status.file == tmp_path / "abs.json"
+
+
+@pytest.mark.parametrize(
+    ("table", "env"),
+    [
+        ("", {}),
+        ("", {"RUNTIME_DIRECTORY": "/run/x"}),
+        ('[status]\nfile = "run/s.json"\ninterval = 2.5\n', {}),
+        ("[status]\ninterval = 0.5\n", {"P1GW_STATUS__FILE": "/tmp/env.json"}),
+    ],
+)
+def test_status_settings_alone_resolve_as_the_whole_config_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, table: str, env: dict[str, str]
+) -> None:
+    """load_status_config (what `status` reads) gives what load_config (what `run` reads)
+    gives, for every way of naming the status file."""
+    monkeypatch.delenv("RUNTIME_DIRECTORY", raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    path = write_config(tmp_path, MAIN.replace("[rig]", table + "\n[rig]"))
+    assert load_status_config(path) == load_config(path).status
+
+
+def test_status_settings_need_no_password_variants_or_slots_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A missing password file refuses the whole config, not its status settings."""
+    monkeypatch.delenv("RUNTIME_DIRECTORY", raising=False)
+    path = write_config(
+        tmp_path, MAIN.replace("port = 18830", 'port = 18830\npassword_file = "gone.pass"')
+    )
+    (tmp_path / "variants.toml").unlink()
+    assert any("mqtt.password_file" in p for p in problems_of(path))
+    assert load_status_config(path).file == tmp_path / "gateway.status.json"
+
+
+def test_status_settings_report_their_own_problems(tmp_path: Path) -> None:
+    """A bad `[status]` table, or an unreadable main file, is still a ConfigError naming it."""
+    path = write_config(tmp_path, MAIN + "\n[status]\ninterval = -1\n")
+    with pytest.raises(ConfigError) as info:
+        load_status_config(path)
+    assert [p.field for p in info.value.problems] == ["status.interval"]
+    with pytest.raises(ConfigError) as info:
+        load_status_config(tmp_path / "none.toml")
+    assert "no such file" in str(info.value)
 
 
 def test_diff_variants_names_only_what_changed(tmp_path: Path) -> None:

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
+import textwrap
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from gateway.status import read_status_file, render, write_status_file
+import pytest
+
+from gateway.errors import ConfigError
+from gateway.status import find_status_file, read_status_file, render, write_status_file
 
 NOW = datetime(2026, 11, 28, 17, 0, 0, tzinfo=UTC)
 
@@ -114,3 +121,129 @@ def test_status_file_is_replaced_whole_with_mode_0644(tmp_path: Path) -> None:
     assert read_status_file(path) == {"rig": "rig-a", "n": 2}
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
     assert [p.name for p in tmp_path.iterdir()] == ["status.json"]
+
+
+def daemon_config(folder: Path, status_table: str = "") -> Path:
+    """A daemon config with no ports and a broker nobody answers, its password file beside it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "mqtt.pass").write_text("secret\n")
+    path = folder / "gateway.toml"
+    path.write_text(
+        textwrap.dedent(
+            """
+            [rig]
+            id = "rig-a"
+            [mqtt]
+            host = "127.0.0.1"
+            port = 9
+            username = "rig-a"
+            password_file = "mqtt.pass"
+            [spool]
+            dir = "spool"
+            [clock]
+            require_sync = false
+            [log]
+            format = "json"
+            """
+        )
+        + status_table
+    )
+    return path
+
+
+def status_cli(config: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`p1-gateway status --once --config` in the environment `env`."""
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", "status", "--once", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+
+
+@pytest.mark.parametrize("under_systemd", [False, True])
+def test_status_finds_what_run_wrote_without_the_password_file(
+    tmp_path: Path, under_systemd: bool
+) -> None:
+    """`status --config X` shows what a real `run --config X` writes: beside X by hand, in
+    RUNTIME_DIRECTORY under systemd; and it still does once the password file is gone."""
+    config = daemon_config(tmp_path / "etc")
+    env = {k: v for k, v in os.environ.items() if k != "RUNTIME_DIRECTORY"}
+    expected = tmp_path / "etc" / "gateway.status.json"
+    if under_systemd:
+        env["RUNTIME_DIRECTORY"] = f"{tmp_path}/rt:{tmp_path}/rt2"
+        expected = tmp_path / "rt" / "status.json"
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "run", "--config", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not expected.exists() and time.monotonic() < deadline:
+            assert daemon.poll() is None, "the daemon exited"
+            time.sleep(0.1)
+        assert expected.exists()
+        (tmp_path / "etc" / "mqtt.pass").unlink()
+        out = status_cli(config, env)
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert f"pid {daemon.pid}" in out.stdout
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(15)
+    written = {p.name for p in tmp_path.rglob("*.json")}
+    assert written == {expected.name}, written
+
+
+def test_status_uses_the_configured_file(tmp_path: Path) -> None:
+    """An explicit `[status] file` is the one shown, even under systemd."""
+    config = daemon_config(tmp_path, '[status]\nfile = "elsewhere/s.json"\n')
+    write_status_file(tmp_path / "elsewhere" / "s.json", sample(datetime.now(UTC)))
+    env = {**os.environ, "RUNTIME_DIRECTORY": str(tmp_path / "rt")}
+    out = status_cli(config, env)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "fluvius-t211" in out.stdout
+
+
+def written_by(config: Path, updated: datetime | None = None) -> dict[str, object]:
+    """A status as a daemon run with `config` writes it."""
+    status = sample(updated or datetime.now(UTC))
+    status["config"] = {"file": str(config), "last_reload": None}
+    return status
+
+
+def test_the_services_file_is_shown_only_for_its_own_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """From a shell (no RUNTIME_DIRECTORY), the service's status file is found for the config
+    it was written for, even when that config cannot be loaded; never for another config."""
+    monkeypatch.delenv("RUNTIME_DIRECTORY", raising=False)
+    service = tmp_path / "run" / "p1-gateway" / "status.json"
+    rig = daemon_config(tmp_path / "etc")
+    dev = daemon_config(tmp_path / "dev")
+    write_status_file(service, written_by(rig))
+    assert find_status_file(rig, service) == service
+    assert find_status_file(dev, service) == tmp_path / "dev" / "gateway.status.json"
+    rig.write_text("[rig\n")  # unreadable as TOML: the service keeps its loaded config
+    assert find_status_file(rig, service) == service
+    dev.write_text("[rig\n")
+    with pytest.raises(ConfigError):
+        find_status_file(dev, service)
+
+
+def test_the_fresher_of_two_status_files_for_one_config_is_shown(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file left by a run by hand does not hide the running service's, nor the reverse."""
+    monkeypatch.delenv("RUNTIME_DIRECTORY", raising=False)
+    service = tmp_path / "run" / "status.json"
+    config = daemon_config(tmp_path / "etc")
+    by_hand = tmp_path / "etc" / "gateway.status.json"
+    write_status_file(by_hand, written_by(config))
+    write_status_file(service, written_by(config))
+    os.utime(by_hand, (time.time() - 60, time.time() - 60))
+    assert find_status_file(config, service) == service
+    os.utime(service, (time.time() - 120, time.time() - 120))
+    assert find_status_file(config, service) == by_hand
