@@ -64,6 +64,10 @@ class Sink(Protocol):
         """Write one event; False when it had to be dropped (the sink did not take it)."""
         ...
 
+    def close(self) -> None:
+        """Release what the sink holds."""
+        ...
+
 
 class StreamSink:
     """Lines on a stream (stderr: a terminal, a pipe, or journald's stream socket)."""
@@ -77,6 +81,10 @@ class StreamSink:
         line = self._render(event) + "\n"
         return self._out.write(line.encode("utf-8", "replace"), LINE_TIMEOUT_S)
 
+    def close(self) -> None:
+        """Close this sink's own descriptor (the stream itself stays open)."""
+        self._out.close()
+
 
 class JournalSink:
     """journald's native protocol: each event one datagram, its keys as journal fields."""
@@ -88,6 +96,10 @@ class JournalSink:
     def write(self, event: Event) -> bool:
         """Send the event to the journal, giving up after `LINE_TIMEOUT_S`."""
         return self._socket.send(journal_datagram(journal_fields(event, self._identifier)))
+
+    def close(self) -> None:
+        """Close the socket."""
+        self._socket.close()
 
 
 def json_line(event: Event) -> str:
@@ -124,6 +136,7 @@ class LogPipe:
 
     def __init__(self, sink: Sink, size: int = QUEUE_SIZE) -> None:
         self._sink = sink
+        self._retired: list[Sink] = []  # replaced sinks, for the logging thread to close
         self._queue: queue.Queue[Event] = queue.Queue(size)
         self._lock = threading.Lock()
         self._dropped = 0  # since the start
@@ -143,8 +156,10 @@ class LogPipe:
         return self._dropped
 
     def set_sink(self, sink: Sink) -> None:
-        """Write to another sink from the next event on."""
-        self._sink = sink
+        """Write to another sink from the next event on (the old one is closed then)."""
+        with self._lock:
+            self._retired.append(self._sink)
+            self._sink = sink
 
     def put(self, event: Event) -> None:
         """Queue an event without waiting; a full queue drops it and counts it."""
@@ -173,13 +188,17 @@ class LogPipe:
         """Write events as they come, saying in the first line after a loss how many were lost."""
         while True:
             event = self._queue.get()
+            with self._lock:
+                current, retired, self._retired = self._sink, self._retired, []
+            for old in retired:  # only this thread writes to sinks: none is in use now
+                old.close()
             try:
                 with self._lock:
                     lost, self._unreported = self._unreported, 0
                 if lost:
                     event["log_dropped"] = lost
                 try:
-                    written = self._sink.write(event)
+                    written = current.write(event)
                 except Exception:  # a renderer's bug must not end logging
                     written = False
                 self._stuck = not written

@@ -139,6 +139,14 @@ class NonBlockingStream:
         else:
             self._fd = os.dup(fd)
 
+    def close(self) -> None:
+        """Close this object's own descriptor (the stream it reopened or duplicated)."""
+        if self._sock is not None:
+            self._sock.close()
+        elif self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
     def fileno(self) -> int:
         """The descriptor written to."""
         return self._sock.fileno() if self._sock is not None else self._fd

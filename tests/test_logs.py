@@ -232,3 +232,20 @@ def test_stdlib_logging_and_dying_threads_go_the_same_way() -> None:
     assert lines[1]["event"] == "thread died"
     assert lines[1]["thread"] == "p1gw-x"
     assert "ZeroDivisionError" in lines[1]["exception"]
+
+
+def test_reconfiguring_switches_the_sink_and_leaks_nothing() -> None:
+    """A reload's new format takes effect; the sinks it replaced are closed."""
+    out = run_python(
+        "import os, structlog; from gateway.logs import configure_logging, flush_logs;"
+        "configure_logging('json', 'info'); log = structlog.get_logger();"
+        "log.info('first'); flush_logs(5); fds = len(os.listdir('/proc/self/fd'));"
+        "[(configure_logging('json', 'info'), log.info('again')) for _ in range(50)];"
+        "configure_logging('console', 'warning'); log.info('hidden'); log.warning('last');"
+        "flush_logs(5); print(len(os.listdir('/proc/self/fd')) - fds)"
+    )
+    lines = out.stderr.splitlines()
+    assert json.loads(lines[0])["event"] == "first"
+    assert len(lines) == 52  # a line is rendered as the sink it is written to says
+    assert "last" in lines[-1] and not lines[-1].startswith("{")
+    assert int(out.stdout) <= 1  # the console sink's own descriptor
