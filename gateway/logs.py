@@ -35,7 +35,7 @@ QUEUE_SIZE = 1000
 #: How long the logging thread waits for a sink to take one line before dropping it.
 LINE_TIMEOUT_S = 0.5
 #: How long the process waits at exit for queued lines to be written.
-EXIT_DRAIN_S = 1.0
+EXIT_DRAIN_S = 0.5
 
 _LEVELS = {
     "debug": logging.DEBUG,
