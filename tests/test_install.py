@@ -87,6 +87,72 @@ def test_install_into_destdir(tmp_path: Path) -> None:
         assert (dest / rel).is_file(), rel
     assert not (dest / "opt/p1gw/.git").exists()
     assert os.access(dest / "opt/p1gw/scripts/setup", os.X_OK)
+    assert os.readlink(dest / "usr/local/bin/p1-gateway") == "/opt/p1gw/.venv/bin/p1-gateway"
+
+
+def install(dest: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """scripts/install --destdir DEST with more arguments; it must succeed."""
+    return subprocess.run(
+        [str(ROOT / "scripts" / "install"), "--destdir", str(dest), *args],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_install_again_repoints_the_command_link_and_keeps_a_foreign_command(
+    tmp_path: Path,
+) -> None:
+    """The /usr/local/bin link is made again on every install (a new --prefix re-points it);
+    a p1-gateway there that is not a link is left alone."""
+    dest = tmp_path / "root"
+    link = dest / "usr/local/bin/p1-gateway"
+    install(dest)
+    install(dest)
+    assert os.readlink(link) == "/opt/p1-gateway/.venv/bin/p1-gateway"
+    install(dest, "--prefix", "/srv/p1")
+    assert os.readlink(link) == "/srv/p1/.venv/bin/p1-gateway"
+    link.unlink()
+    link.write_text("#!/bin/sh\n")
+    out = install(dest)
+    assert link.read_text() == "#!/bin/sh\n"
+    assert f"kept {link}" in out.stdout
+
+
+def test_uninstall_removes_what_install_made_but_the_config_and_spool(tmp_path: Path) -> None:
+    """--uninstall removes the code, unit, udev rule, sysusers file and command link; the
+    technician's config and the spool stay."""
+    dest = tmp_path / "root"
+    install(dest, "--prefix", "/opt/p1gw")
+    (dest / "etc/p1-gateway/mqtt.pass").write_text("secret\n")
+    (dest / "var/lib/p1-gateway/spool.sqlite").write_text("")
+    install(dest, "--prefix", "/opt/p1gw", "--uninstall")
+    for rel in (
+        "opt/p1gw",
+        "usr/local/bin/p1-gateway",
+        "etc/systemd/system/p1-gateway.service",
+        "etc/udev/rules.d/99-p1-gateway.rules",
+        "usr/lib/sysusers.d/p1-gateway.conf",
+    ):
+        assert not os.path.lexists(dest / rel), rel
+    for rel in ("etc/p1-gateway/p1-gateway.toml", "etc/p1-gateway/mqtt.pass"):
+        assert (dest / rel).is_file(), rel
+    assert (dest / "var/lib/p1-gateway/spool.sqlite").exists()
+
+
+def test_uninstall_leaves_what_is_not_its_own(tmp_path: Path) -> None:
+    """--uninstall with a --prefix that holds no p1-gateway removes nothing there, and a
+    link to another prefix's command stays."""
+    dest = tmp_path / "root"
+    install(dest, "--prefix", "/opt/p1gw")
+    other = dest / "opt/other"
+    other.mkdir(parents=True)
+    (other / "keep.txt").write_text("mine\n")
+    install(dest, "--prefix", "/opt/other", "--uninstall")
+    assert (other / "keep.txt").is_file()
+    assert os.readlink(dest / "usr/local/bin/p1-gateway") == "/opt/p1gw/.venv/bin/p1-gateway"
+    assert (dest / "opt/p1gw/scripts/install").is_file()
 
 
 def test_install_keeps_edited_config(tmp_path: Path) -> None:
