@@ -91,6 +91,15 @@ class TesterView:
                 self.write(f"{msg.topic}: undecodable payload")
 
 
+def gateway_command() -> str:
+    """The `p1-gateway` this demo runs, by its full path (`python -m gateway` when the
+    interpreter has no such script beside it)."""
+    script = Path(sys.executable).parent / "p1-gateway"
+    if os.access(script, os.X_OK):
+        return str(script)
+    return f"{sys.executable} -m gateway"
+
+
 def run_demo(seconds: float | None, keep: bool, out: Callable[[str], None] = print) -> int:
     """Run the whole demo; until Ctrl-C, or for `seconds` when given. Exit code."""
     base = Path(tempfile.mkdtemp(prefix="p1-gateway-demo-"))
@@ -133,9 +142,14 @@ def run_demo(seconds: float | None, keep: bool, out: Callable[[str], None] = pri
         )
         log.close()
         out(f"demo: gateway running (pid {daemon.pid}, log {base}/gateway.log)")
-        out(f"demo: status table any time: p1-gateway status --config {config}")
+        out(f"demo: status table any time: {gateway_command()} status --config {config}")
         topic = f"p1/{RIG}/slot/{TESTER}/#"
         probe = MqttProbe(broker, TESTER, PASSWORDS[TESTER], [topic]).start()
+        out(f"demo: tester login: user {TESTER}, password {PASSWORDS[TESTER]}; to listen too:")
+        out(
+            f"  mosquitto_sub -h {broker.host} -p {broker.port} -u {TESTER} "
+            f"-P {PASSWORDS[TESTER]} -t '{topic}' -v"
+        )
         out(f"demo: tester '{TESTER}' subscribed to {topic}; telegrams follow (Ctrl-C stops)\n")
         view = TesterView(out)
         deadline = None if seconds is None else time.monotonic() + seconds
@@ -162,9 +176,13 @@ def run_demo(seconds: float | None, keep: bool, out: Callable[[str], None] = pri
         rig.stop()
         broker.close()
         if keep:
-            out(f"demo: kept {base}")
+            out(f"demo: gateway, virtual rig and broker stopped; {broker.dir} removed; kept {base}")
         else:
             shutil.rmtree(base, ignore_errors=True)
+            out(
+                "demo: cleaned up: gateway, virtual rig and broker stopped; "
+                f"{base} and {broker.dir} removed"
+            )
 
 
 def main(argv: list[str] | None = None) -> int:

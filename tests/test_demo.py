@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
+from gateway.demo import PASSWORDS, TESTER
 from gateway.sim.catalogue import DEFAULT_RIG
 
 
@@ -22,3 +25,11 @@ def test_demo_prints_decoded_telegrams_of_every_fast_meter() -> None:
     fast = {m.id for m in DEFAULT_RIG if m.interval_s <= 1.0}
     assert fast <= shown, (fast - shown, out.stdout)
     assert "telegrams shown; stopping" in out.stdout
+    assert f"tester login: user {TESTER}, password {PASSWORDS[TESTER]}" in out.stdout
+    status_line = next(line for line in out.stdout.splitlines() if "status table" in line)
+    command = status_line.split("any time: ", 1)[1].split()[0]
+    assert Path(command).is_absolute() and os.access(command, os.X_OK), status_line
+    folder = next(line for line in out.stdout.splitlines() if "working folder" in line).split()[-1]
+    cleaned = next(line for line in out.stdout.splitlines() if "cleaned up:" in line)
+    assert "gateway, virtual rig and broker stopped" in cleaned and folder in cleaned
+    assert not Path(folder).exists()
