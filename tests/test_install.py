@@ -39,6 +39,15 @@ def test_unit_is_notify_with_watchdog_restart_and_serial_access() -> None:
     assert not any("time-sync.target" in v for values in s.values() for v in values)
 
 
+def test_status_looks_for_the_services_file_where_the_unit_puts_it() -> None:
+    """`status` from a shell looks in /run/<RuntimeDirectory>, the $RUNTIME_DIRECTORY in which
+    the service writes its status file by default."""
+    from gateway.status import SERVICE_STATUS_FILE
+
+    (runtime,) = unit_settings()["RuntimeDirectory"]
+    assert Path("/run") / runtime / "status.json" == SERVICE_STATUS_FILE
+
+
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not here")
 def test_systemd_analyze_verify_accepts_the_unit(tmp_path: Path) -> None:
     """systemd-analyze verify accepts the unit, with no warning, once its paths exist."""
