@@ -21,8 +21,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway import corpus
-from gateway.bench_baseline import BaselinePort
-from gateway.bench_floor import (
+from gateway.bench.baseline import BaselinePort
+from gateway.bench.floor import (
     Floor,
     FloorPort,
     connect_packet,

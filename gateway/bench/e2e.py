@@ -7,11 +7,11 @@ One run stands up:
   default rig's models), both in this process: one for the gateway, one for the baseline;
 - the gateway as a process (`python -m gateway run --config FILE`, rig `rig-a`, a slot for the
   holder `bench` covering the run, defaults otherwise);
-- the baseline as a process (`python -m gateway.bench_baseline`, rig `rig-b`): one thread per
+- the baseline as a process (`python -m gateway.bench.baseline`, rig `rig-b`): one thread per
   port, pyserial, dsmr_parser's TelegramBuffer and TelegramParser, json, paho QoS 1;
 - a subscriber (paho, the holder `bench`) that takes every message's arrival time.
 
-`--baseline floor` (or `floor-decode`) runs `python -m gateway.bench_floor` as the other side
+`--baseline floor` (or `floor-decode`) runs `python -m gateway.bench.floor` as the other side
 instead: not a rival but a lower bound, the least a Python bridge does a telegram (one thread,
 one read a wake-up, the CRC, one hand-built PUBLISH; `floor-decode` adds the gateway's decoder and
 encoder too). The gateway's CPU is then read against what no Python design goes below on the
@@ -71,9 +71,9 @@ TARGET_CPU_PERCENT = 1.0
 TARGET_RSS_MB = 60.0
 #: What `--baseline` can run as the other side: the module of each and its own options.
 BASELINES = {
-    "field": ("gateway.bench_baseline",),
-    "floor": ("gateway.bench_floor",),
-    "floor-decode": ("gateway.bench_floor", "--decode"),
+    "field": ("gateway.bench.baseline",),
+    "floor": ("gateway.bench.floor",),
+    "floor-decode": ("gateway.bench.floor", "--decode"),
 }
 
 
@@ -112,7 +112,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         choices=tuple(BASELINES),
         default="field",
         help="the other side: field (dsmr_parser, paho: the way the field does it; default), "
-        "floor (the least a Python bridge does a telegram: gateway.bench_floor) or "
+        "floor (the least a Python bridge does a telegram: gateway.bench.floor) or "
         "floor-decode (the floor, decoding with the gateway's decoder and encoder)",
     )
     add("--json", metavar="FILE", help="also write every figure to FILE as JSON")
@@ -529,7 +529,7 @@ class Bench:
             slots=[(HOLDER, now - timedelta(hours=1), now + timedelta(days=1))],
             comment="bench e2e: the gateway's defaults, but for paths, the broker and the clock",
         )
-        # `gateway_wrapper` (set by `python -m gateway.bench_callgrind --rig`, no CLI flag): a
+        # `gateway_wrapper` (set by `python -m gateway.bench.callgrind --rig`, no CLI flag): a
         # command the gateway runs under, such as valgrind.
         wrapper = list(getattr(self.args, "gateway_wrapper", None) or [])
         with (folder / "gateway.log").open("ab") as log:
@@ -544,7 +544,7 @@ class Bench:
         side.messages_per_telegram = 2
 
     def _start_baseline(self, side: Side) -> None:
-        """Start `python -m gateway.bench_baseline` on the baseline rig's ports."""
+        """Start `python -m gateway.bench.baseline` on the baseline rig's ports."""
         folder = self.dir / "baseline"
         (folder / "mqtt.pass").write_text(PASSWORDS[BASE_RIG] + "\n")
         variants = folder / "variants.toml"

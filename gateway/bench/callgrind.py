@@ -1,8 +1,8 @@
 """Instructions per telegram of the gateway's hot path, counted by valgrind (callgrind).
 
-    python -m gateway.bench_callgrind                 # both modes, counts and native timing
-    python -m gateway.bench_callgrind --telegrams 200 --batched-telegrams 800
-    python -m gateway.bench_callgrind --rig           # the daemon itself at rig load
+    python -m gateway.bench.callgrind                 # both modes, counts and native timing
+    python -m gateway.bench.callgrind --telegrams 200 --batched-telegrams 800
+    python -m gateway.bench.callgrind --rig           # the daemon itself at rig load
 
 The measured loop is the daemon's per-telegram path with its real parts, in one process: the
 virtual rig's telegrams for 32 meters (rendered beforehand, the same in every run), fed to a
@@ -134,7 +134,7 @@ def worker(telegrams: int, paced: bool) -> int:
 
 def _worker_command(telegrams: int, paced: bool) -> list[str]:
     """The command line of one worker run."""
-    command = [sys.executable, "-m", "gateway.bench_callgrind", "--worker"]
+    command = [sys.executable, "-m", "gateway.bench.callgrind", "--worker"]
     command += ["--telegrams", str(telegrams)] + (["--paced"] if paced else [])
     return command
 
@@ -236,7 +236,7 @@ def _counting(pid: int) -> Iterator[None]:
 
 def rig_instructions(ports: int, settle_s: float, window_s: float) -> RigFigures:
     """Run `bench e2e`'s rig load with the gateway under callgrind; count over the window."""
-    from gateway import bench_e2e
+    from gateway.bench import e2e as bench_e2e
 
     valgrind = shutil.which("valgrind")
     if valgrind is None:
@@ -281,7 +281,7 @@ def rig_instructions(ports: int, settle_s: float, window_s: float) -> RigFigures
 
 def main(argv: list[str] | None = None) -> int:
     """Measure both modes (or, with --worker, run the loop once)."""
-    parser = argparse.ArgumentParser(prog="python -m gateway.bench_callgrind", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m gateway.bench.callgrind", description=__doc__)
     parser.add_argument("--worker", action="store_true", help="run the measured loop once")
     parser.add_argument("--paced", action="store_true", help="worker: one telegram at a time")
     parser.add_argument("--telegrams", type=int, default=200, help="paced telegrams (default 200)")
