@@ -236,13 +236,14 @@ def _counting(pid: int) -> Iterator[None]:
 
 def rig_instructions(ports: int, settle_s: float, window_s: float) -> RigFigures:
     """Run `bench e2e`'s rig load with the gateway under callgrind; count over the window."""
-    from gateway.bench import e2e as bench_e2e
+    from gateway.bench.e2e import configure
+    from gateway.bench.e2e.run import Bench
 
     valgrind = shutil.which("valgrind")
     if valgrind is None:
         raise RuntimeError("valgrind is not installed")
     parser = argparse.ArgumentParser()
-    bench_e2e.configure(parser)
+    configure(parser)
     args = parser.parse_args(
         [
             *("--ports", str(ports), "--skip-baseline", "--skip-flood", "--load-rate", "0"),
@@ -259,7 +260,7 @@ def rig_instructions(ports: int, settle_s: float, window_s: float) -> RigFigures
             "--branch-sim=no",
             f"--callgrind-out-file={out}",
         ]
-        bench = bench_e2e.Bench(args)
+        bench = Bench(args)
         try:
             bench.start()
             side = bench.sides["ours"]
