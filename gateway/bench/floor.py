@@ -184,7 +184,7 @@ class Floor:
                         if not self._command(line.strip().decode()):
                             return
                 else:
-                    self._read(self.ports[fd], epoll)
+                    self.read_ready(self.ports[fd], epoll)
 
     def _command(self, command: str) -> bool:
         """Answer one stdin command; False on `quit`."""
@@ -197,8 +197,9 @@ class Floor:
             print(f"error unknown command {command!r}", flush=True)
         return True
 
-    def _read(self, port: FloorPort, epoll: select.epoll) -> None:
-        """One read; each whole frame checked and published."""
+    def read_ready(self, port: FloorPort, epoll: select.epoll) -> None:
+        """One read of a port `epoll` reported ready; each whole frame checked and published
+        (a port whose other end is gone is counted and no longer watched)."""
         try:
             data = os.read(port.fd, READ_SIZE)
         except BlockingIOError:
