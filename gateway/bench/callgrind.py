@@ -119,10 +119,10 @@ def worker(telegrams: int, paced: bool) -> int:
                         mono, wall = time.monotonic_ns(), time.time_ns()
                         publisher.submit_telegram(variant, telegram, mono, wall)
             if paced and not publisher.flush(60):
-                print("bench_callgrind: the broker did not acknowledge", file=sys.stderr)
+                print("bench callgrind: the broker did not acknowledge", file=sys.stderr)
                 return 1
         if not publisher.flush(600):
-            print("bench_callgrind: the broker did not acknowledge", file=sys.stderr)
+            print("bench callgrind: the broker did not acknowledge", file=sys.stderr)
             return 1
         print(f"loop_cpu_s={time.process_time() - cpu0:.6f}")
         return 0
