@@ -15,8 +15,8 @@ import sys
 
 import pytest
 
-from gateway import bench_cold
-from gateway.bench_cold import ColdRow, Work, measure, parse_gaps, summarize, table
+from gateway.bench import cold as bench_cold
+from gateway.bench.cold import ColdRow, Work, measure, parse_gaps, summarize, table
 
 
 def test_the_p1_core_work_turns_rig_telegrams_into_payloads() -> None:
@@ -28,7 +28,7 @@ def test_the_p1_core_work_turns_rig_telegrams_into_payloads() -> None:
 
 def test_the_envelope_of_the_p1_core_work_is_json_of_the_telegram() -> None:
     """The work builds what the daemon publishes: a JSON envelope with the telegram's values."""
-    from gateway.bench_callgrind import rig_telegrams
+    from gateway.bench.callgrind import rig_telegrams
     from gateway.p1 import Frame, Framer, decode_telegram
     from gateway.publish import payload as pl
 

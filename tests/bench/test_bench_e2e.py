@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.bench_e2e import PhaseResult, report, summarize
+from gateway.bench.e2e.report import PhaseResult, report, summarize
 
 NUMBER = r"-?\d+(?:\.\d+)?"
 ROWS = [

@@ -21,8 +21,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway import corpus
-from gateway.bench_baseline import BaselinePort
-from gateway.bench_floor import (
+from gateway.bench.baseline import BaselinePort
+from gateway.bench.floor import (
     Floor,
     FloorPort,
     connect_packet,
@@ -154,7 +154,7 @@ def test_a_frame_from_the_pty_goes_out_as_one_publish_with_its_values(
     master, floor, peer, epoll = wired
     raw = _whole_frames(CRC_FRAMES[0])[0]
     os.write(master, raw)
-    floor._read(floor.ports[next(iter(floor.ports))], epoll)
+    floor.read_ready(floor.ports[next(iter(floor.ports))], epoll)
     packet = peer.recv(65536)
     assert packet[0] == 0x32 and packet.index(b"\x00\x04t/e1\x00\x01{") > 0  # QoS 1, id 1
     payload = json.loads(packet[packet.index(b"{") :])
@@ -168,6 +168,8 @@ def test_a_port_whose_other_end_is_gone_is_no_longer_watched(
     """The pty's master closed (an unplug): counted once, unregistered, no busy loop."""
     master, floor, _peer, epoll = wired
     os.close(master)
-    floor._read(floor.ports[next(iter(floor.ports))], epoll)  # as when epoll reports the hang-up
+    floor.read_ready(
+        floor.ports[next(iter(floor.ports))], epoll
+    )  # as when epoll reports the hang-up
     assert floor.counters.reader_errors == 1
     assert epoll.poll(0) == []

@@ -1,4 +1,4 @@
-"""`python -m gateway.bench_callgrind --rig`: the daemon itself under callgrind at rig load.
+"""`python -m gateway.bench.callgrind --rig`: the daemon itself under callgrind at rig load.
 
 No count and no duration is asserted (they depend on the code and the machine); what is
 asserted is that the gateway really ran under valgrind, that counting was switched on for the
@@ -21,7 +21,7 @@ def test_the_daemon_is_counted_over_the_rig_window_only() -> None:
     """Two ports, 4 s counted: instructions per telegram of the daemon, every telegram through."""
     proc = subprocess.run(
         [
-            *(sys.executable, "-m", "gateway.bench_callgrind", "--rig"),
+            *(sys.executable, "-m", "gateway.bench.callgrind", "--rig"),
             *("--rig-ports", "2", "--rig-settle", "4", "--rig-seconds", "4"),
         ],
         capture_output=True,

@@ -7,7 +7,7 @@ import os
 import threading
 import time
 
-from gateway.bench_e2e import proc_cpu_s, proc_threads
+from gateway.bench.e2e.procstats import proc_cpu_s, proc_threads
 from gateway.threadnames import name_this_thread
 
 

@@ -111,11 +111,36 @@ def test_not_lagging_while_disconnected_whatever_the_backlog(
     assert not publisher.lagging
 
 
-def test_the_broker_connection_has_nagle_off(publisher: Publisher) -> None:
-    """TCP_NODELAY is set on paho's socket as soon as it is connected."""
+def _connections_to(port: int) -> list[socket.socket]:
+    """This process's open TCP connections to a loopback `port` (duplicates: close them)."""
+    found: dict[str, socket.socket] = {}
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            inode = os.readlink(f"/proc/self/fd/{name}")
+            if not inode.startswith("socket:") or inode in found:
+                continue  # not a socket, or one already found (under a duplicate made here)
+            sock = socket.socket(fileno=os.dup(int(name)))
+        except OSError:
+            continue  # closed meanwhile (the listing's own descriptor)
+        inet = sock.family in (socket.AF_INET, socket.AF_INET6)
+        try:
+            peer = sock.getpeername()[1] if inet and sock.type == socket.SOCK_STREAM else None
+        except OSError:
+            peer = None  # not connected
+        if peer == port:
+            found[inode] = sock
+        else:
+            sock.close()
+    return list(found.values())
+
+
+def test_the_broker_connection_has_nagle_off(broker: MosquittoBroker, publisher: Publisher) -> None:
+    """TCP_NODELAY is set on the publisher's connection as soon as it is connected."""
     wait_until(lambda: publisher.status().connected, 15, message="connected")
-    client = publisher.link._client
-    assert client is not None
-    sock = client.socket()
-    assert sock is not None
-    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+    connections = _connections_to(broker.port)
+    try:
+        assert len(connections) == 1  # the publisher's, and nothing else of this process
+        assert connections[0].getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+    finally:
+        for sock in connections:
+            sock.close()

@@ -46,15 +46,23 @@ def test_on_written_reports_each_telegram_once_in_order_after_its_last_byte(
         assert written_so_far >= end, "reported before its last byte was written"
 
 
-def test_no_hook_no_reports_and_stats_unchanged(tmp_path: Path) -> None:
-    """Without a hook the meter keeps no end offsets (nothing to report, nothing retained)."""
+def test_without_a_hook_nothing_is_kept_for_a_hook_set_later(tmp_path: Path) -> None:
+    """Without a hook the meter keeps no end offsets: a hook set later hears only of telegrams
+    queued after it was set, none of those written before."""
     model = catalogue()["iskra-am550-dsmr50"]
+    reports: list[int] = []
     with VirtualRig([model], link_dir=tmp_path, rate=20) as rig:
         meter = rig.meter(model.id)
         with PtyReader(tmp_path / model.id) as reader:
             wait_until(lambda: len(_frames(reader.data)) >= 3, message="3 telegrams")
-        assert meter.on_written is None
-        assert not meter._ends
+            assert meter.on_written is None
+            rig.pause()
+            assert rig.wait_drained(10)
+            before = meter.stats().telegrams
+            meter.on_written = lambda seq, _at: reports.append(seq)
+            rig.resume()
+            wait_until(lambda: len(reports) >= 2, message="2 telegrams reported written")
+    assert reports[:2] == [before + 1, before + 2]
 
 
 def test_set_rate_switches_between_rig_rate_and_flood(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway import corpus
-from gateway.bench import corpus_telegrams, live_variant
+from gateway.bench.decode import corpus_telegrams, live_variant
 from gateway.errors import GatewayError
 from gateway.p1 import SPEC_NAMES, Frame, Framer, Telegram, decode_telegram
 from gateway.p1.decoder import clear_caches

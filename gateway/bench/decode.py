@@ -1,18 +1,14 @@
-"""`p1-gateway bench`: the project's benchmarks, one sub-command each.
+"""`p1-gateway bench decode`: our decoder (CRC included) against dsmr_parser's TelegramParser.
 
-`bench decode` times our decoder (CRC included) against dsmr_parser's TelegramParser on the
-corpus telegrams whose CRC holds, in one run, alternating which goes first in each round so a
-noisy machine weighs on both alike; it prints microseconds per telegram and the ratio.
-
-Another benchmark is one row in BENCHMARKS: a module exposing `configure(parser)` and
-`main(args) -> int` (as gateway.cli's commands do); a missing module just hides its row.
+It times both on the corpus telegrams whose CRC holds, in one run, alternating which goes first
+in each round so a noisy machine weighs on both alike; it prints microseconds per telegram and
+the ratio.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
-import importlib
 import logging
 import re
 import statistics
@@ -21,51 +17,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-# name -> (module, configure attribute, main attribute, one-line help)
-BENCHMARKS: dict[str, tuple[str, str, str, str]] = {
-    "decode": (
-        "gateway.bench",
-        "configure_decode",
-        "main_decode",
-        "decode speed (CRC included) against dsmr_parser's TelegramParser",
-    ),
-    "e2e": ("gateway.bench_e2e", "configure", "main", "end to end: pseudo-terminal to MQTT"),
-    "cold": (
-        "gateway.bench_cold",
-        "configure",
-        "main",
-        "the same work's CPU right after its thread slept (why rig load costs more)",
-    ),
-}
-
 #: The telegram reported on its own: a real Fluvius (Sagemcom T211) with gas, water, peaks.
 FLUVIUS_TELEGRAM = "ndokter_dsmr_parser__TELEGRAM_FLUVIUS_V171_ALT.txt"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    """Declare one sub-command per available benchmark."""
-    sub = parser.add_subparsers(dest="benchmark", metavar="BENCHMARK", required=True)
-    for name, (module_name, configure_attr, main_attr, help_text) in BENCHMARKS.items():
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name is None or not module_name.startswith(exc.name):
-                raise
-            continue  # a benchmark whose module is not part of this build
-        command = sub.add_parser(name, help=help_text, description=help_text)
-        getattr(module, configure_attr)(command)
-        command.set_defaults(_bench_main=getattr(module, main_attr))
-
-
-def main(args: argparse.Namespace) -> int:
-    """Run the chosen benchmark."""
-    return int(args._bench_main(args))
-
-
-# --- bench decode ---------------------------------------------------------------------------
-
-
-def configure_decode(parser: argparse.ArgumentParser) -> None:
     """Arguments of `bench decode`."""
     parser.add_argument(
         "--rounds", type=int, default=15, help="alternating rounds (default 15); the median counts"
@@ -261,7 +217,7 @@ def measure_live(
     return Timing(medians["ours"], medians["dsmr"])
 
 
-def main_decode(args: argparse.Namespace) -> int:
+def main(args: argparse.Namespace) -> int:
     """Run `bench decode` and print the figures."""
     import platform
 

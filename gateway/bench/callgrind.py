@@ -1,8 +1,8 @@
 """Instructions per telegram of the gateway's hot path, counted by valgrind (callgrind).
 
-    python -m gateway.bench_callgrind                 # both modes, counts and native timing
-    python -m gateway.bench_callgrind --telegrams 200 --batched-telegrams 800
-    python -m gateway.bench_callgrind --rig           # the daemon itself at rig load
+    python -m gateway.bench.callgrind                 # both modes, counts and native timing
+    python -m gateway.bench.callgrind --telegrams 200 --batched-telegrams 800
+    python -m gateway.bench.callgrind --rig           # the daemon itself at rig load
 
 The measured loop is the daemon's per-telegram path with its real parts, in one process: the
 virtual rig's telegrams for 32 meters (rendered beforehand, the same in every run), fed to a
@@ -119,10 +119,10 @@ def worker(telegrams: int, paced: bool) -> int:
                         mono, wall = time.monotonic_ns(), time.time_ns()
                         publisher.submit_telegram(variant, telegram, mono, wall)
             if paced and not publisher.flush(60):
-                print("bench_callgrind: the broker did not acknowledge", file=sys.stderr)
+                print("bench callgrind: the broker did not acknowledge", file=sys.stderr)
                 return 1
         if not publisher.flush(600):
-            print("bench_callgrind: the broker did not acknowledge", file=sys.stderr)
+            print("bench callgrind: the broker did not acknowledge", file=sys.stderr)
             return 1
         print(f"loop_cpu_s={time.process_time() - cpu0:.6f}")
         return 0
@@ -134,7 +134,7 @@ def worker(telegrams: int, paced: bool) -> int:
 
 def _worker_command(telegrams: int, paced: bool) -> list[str]:
     """The command line of one worker run."""
-    command = [sys.executable, "-m", "gateway.bench_callgrind", "--worker"]
+    command = [sys.executable, "-m", "gateway.bench.callgrind", "--worker"]
     command += ["--telegrams", str(telegrams)] + (["--paced"] if paced else [])
     return command
 
@@ -236,13 +236,14 @@ def _counting(pid: int) -> Iterator[None]:
 
 def rig_instructions(ports: int, settle_s: float, window_s: float) -> RigFigures:
     """Run `bench e2e`'s rig load with the gateway under callgrind; count over the window."""
-    from gateway import bench_e2e
+    from gateway.bench.e2e import configure
+    from gateway.bench.e2e.run import Bench
 
     valgrind = shutil.which("valgrind")
     if valgrind is None:
         raise RuntimeError("valgrind is not installed")
     parser = argparse.ArgumentParser()
-    bench_e2e.configure(parser)
+    configure(parser)
     args = parser.parse_args(
         [
             *("--ports", str(ports), "--skip-baseline", "--skip-flood", "--load-rate", "0"),
@@ -259,7 +260,7 @@ def rig_instructions(ports: int, settle_s: float, window_s: float) -> RigFigures
             "--branch-sim=no",
             f"--callgrind-out-file={out}",
         ]
-        bench = bench_e2e.Bench(args)
+        bench = Bench(args)
         try:
             bench.start()
             side = bench.sides["ours"]
@@ -281,7 +282,7 @@ def rig_instructions(ports: int, settle_s: float, window_s: float) -> RigFigures
 
 def main(argv: list[str] | None = None) -> int:
     """Measure both modes (or, with --worker, run the loop once)."""
-    parser = argparse.ArgumentParser(prog="python -m gateway.bench_callgrind", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m gateway.bench.callgrind", description=__doc__)
     parser.add_argument("--worker", action="store_true", help="run the measured loop once")
     parser.add_argument("--paced", action="store_true", help="worker: one telegram at a time")
     parser.add_argument("--telegrams", type=int, default=200, help="paced telegrams (default 200)")

@@ -1,9 +1,9 @@
 """Measure the multiplexer: throughput at line rate on many ptys, and recovery after a replug.
 
-    python -m gateway.mux.measure                   # 32 ptys at 115200 line rate, 10 s
-    python -m gateway.mux.measure --unpaced         # as fast as the ptys take bytes
-    python -m gateway.mux.measure --decode          # decode every telegram inline too
-    python -m gateway.mux.measure --recovery-only
+    python -m gateway.bench.mux                   # 32 ptys at 115200 line rate, 10 s
+    python -m gateway.bench.mux --unpaced         # as fast as the ptys take bytes
+    python -m gateway.bench.mux --decode          # decode every telegram inline too
+    python -m gateway.bench.mux --recovery-only
 
 Throughput: the virtual rig runs in a child process (`p1-gateway simulate`, so it does not
 share this process's GIL), every meter a 115200-baud model back to back at line rate; this
@@ -271,7 +271,7 @@ def measure_recovery(trials: int, down_s: float) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the measurements and print the figures (text, or JSON with --json)."""
-    parser = argparse.ArgumentParser(prog="python -m gateway.mux.measure", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m gateway.bench.mux", description=__doc__)
     parser.add_argument("--ports", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--warmup", type=float, default=2.0)

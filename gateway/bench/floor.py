@@ -1,6 +1,6 @@
 """The floor of `p1-gateway bench e2e --baseline floor`: the least a Python P1-to-MQTT bridge does.
 
-    python -m gateway.bench_floor --variants FILE --host H --port P --username U \\
+    python -m gateway.bench.floor --variants FILE --host H --port P --username U \\
         --password-file F --topic-prefix p1/rig-b/slot/bench
 
 Not a gateway: a lower bound on what a CPython program pays per telegram on this machine for
@@ -20,7 +20,7 @@ and (without `--decode`) decoding. The floor wakes for every piece a port hands 
 telegrams (one read each, the fewest wake-ups any reader can have) its CPU is the lower bound:
 a Python gateway doing the contract's work does not go below `--decode`'s figure there.
 
-Commands on stdin as for `gateway.bench_baseline`: `stats` (one JSON line of counters), `quit`.
+Commands on stdin as for `gateway.bench.baseline`: `stats` (one JSON line of counters), `quit`.
 It prints `ready` once connected with every port open.
 """
 
@@ -37,7 +37,7 @@ import tty
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gateway.bench_baseline import SEVEN_BITS, BaselinePort, bridge_parser, load_ports
+from gateway.bench.baseline import SEVEN_BITS, BaselinePort, bridge_parser, load_ports
 from gateway.p1 import decode_telegram
 from gateway.p1.crc import crc16
 from gateway.publish.payload import telegram_body
@@ -132,7 +132,7 @@ class FloorPort:
 
 @dataclass(slots=True)
 class FloorCounters:
-    """What the floor did (the names `gateway.bench_baseline` uses, where they apply)."""
+    """What the floor did (the names `gateway.bench.baseline` uses, where they apply)."""
 
     telegrams: int = 0
     checksum_errors: int = 0
@@ -184,7 +184,7 @@ class Floor:
                         if not self._command(line.strip().decode()):
                             return
                 else:
-                    self._read(self.ports[fd], epoll)
+                    self.read_ready(self.ports[fd], epoll)
 
     def _command(self, command: str) -> bool:
         """Answer one stdin command; False on `quit`."""
@@ -197,8 +197,9 @@ class Floor:
             print(f"error unknown command {command!r}", flush=True)
         return True
 
-    def _read(self, port: FloorPort, epoll: select.epoll) -> None:
-        """One read; each whole frame checked and published."""
+    def read_ready(self, port: FloorPort, epoll: select.epoll) -> None:
+        """One read of a port `epoll` reported ready; each whole frame checked and published
+        (a port whose other end is gone is counted and no longer watched)."""
         try:
             data = os.read(port.fd, READ_SIZE)
         except BlockingIOError:
@@ -286,8 +287,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m gateway.bench_floor ...`."""
-    parser = bridge_parser("gateway.bench_floor", __doc__, "p1-floor")
+    """`python -m gateway.bench.floor ...`."""
+    parser = bridge_parser("gateway.bench.floor", __doc__, "p1-floor")
     parser.add_argument(
         "--decode",
         action="store_true",

@@ -3,7 +3,7 @@
 At rig load the daemon handles one telegram every 30 ms or so (32 meters, one telegram a second
 each) and sleeps in between. On the development VMs the CPU time of a telegram at rig load is
 several times what the same code takes in a flood (`bench e2e`), though it executes about as
-many instructions (`python -m gateway.bench_callgrind`). This benchmark isolates why: it runs a
+many instructions (`python -m gateway.bench.callgrind`). This benchmark isolates why: it runs a
 fixed piece of work, in one thread, over and over, each time after sleeping a given gap, and
 reads the thread's own CPU clock around the work alone (the sleep is not in it). The work is:
 
@@ -56,7 +56,7 @@ class ColdRow:
 
 def p1_core_work() -> Work:
     """The sans-IO path of a rig telegram: frame it in pieces, decode it, build its payload."""
-    from gateway.bench_callgrind import CHUNK, rig_framers, rig_telegrams
+    from gateway.bench.callgrind import CHUNK, rig_framers, rig_telegrams
     from gateway.p1 import Frame, decode_telegram
     from gateway.publish import payload as pl
 

@@ -1,6 +1,6 @@
 """The baseline of `p1-gateway bench e2e`: a P1-to-MQTT bridge written the way the field does it.
 
-    python -m gateway.bench_baseline --variants FILE --host H --port P --username U \\
+    python -m gateway.bench.baseline --variants FILE --host H --port P --username U \\
         --password-file F --topic-prefix p1/rig-b/slot/bench
 
 One thread per port, each running dsmr_parser's own `SerialReader.read` loop over pyserial:
@@ -195,8 +195,8 @@ def bridge_parser(module: str, doc: str | None, client_id: str) -> argparse.Argu
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m gateway.bench_baseline ...`."""
-    parser = bridge_parser("gateway.bench_baseline", __doc__, "p1-baseline")
+    """`python -m gateway.bench.baseline ...`."""
+    parser = bridge_parser("gateway.bench.baseline", __doc__, "p1-baseline")
     return run(parser.parse_args(argv))
 
 
