@@ -33,10 +33,6 @@ class DecodeError(TelegramError):
     """A frame that cannot be read as a telegram (no header, no end, unknown spec...)."""
 
 
-class FrameTooLargeError(TelegramError):
-    """A frame grew beyond the framer's size bound and was dropped."""
-
-
 # --- Configuration ------------------------------------------------------------------------
 
 
@@ -62,6 +58,10 @@ class ConfigError(GatewayError):
 
 class IdentifierError(GatewayError, ValueError):
     """An identifier (rig, variant, holder) that could break a topic or a file name."""
+
+
+class ScheduleError(IdentifierError):
+    """A schedule that cannot be used: overlap, start not before end, naive time, bad holder."""
 
 
 # --- Ports --------------------------------------------------------------------------------
@@ -93,6 +93,10 @@ class PublishError(GatewayError):
 
 class TopicError(PublishError, ValueError):
     """A topic or identifier that must never reach the broker."""
+
+
+class PayloadError(PublishError, ValueError):
+    """A value the exact encoder refuses (float, NaN, non-str key, unknown type...)."""
 
 
 class SpoolError(GatewayError):

@@ -20,7 +20,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from gateway.errors import PublishError
+from gateway.errors import PayloadError
 from gateway.p1.telegram import LineRecord, Telegram
 from gateway.timefmt import rfc3339_utc
 
@@ -39,10 +39,6 @@ _LINE_MEMOS: list[_LineMemo] = [{}, {}]  # [young, old]
 def clear_line_memo() -> None:
     """Forget every memoised line JSON."""
     _LINE_MEMOS[:] = [{}, {}]
-
-
-class PayloadError(PublishError, ValueError):
-    """A value the exact encoder refuses (float, NaN, non-str key, unknown type...)."""
 
 
 def _encode(value: Any, out: list[str]) -> None:

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from gateway.errors import IdentifierError
+from gateway.errors import IdentifierError, ScheduleError
 from gateway.identifiers import validate_holder
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -28,10 +28,6 @@ class Slot:
     holder: str
     start: datetime
     end: datetime
-
-
-class ScheduleError(IdentifierError):
-    """A schedule that cannot be used: overlap, start not before end, naive time, bad holder."""
 
 
 class SlotSchedule:
