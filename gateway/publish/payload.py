@@ -20,7 +20,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from gateway.errors import PayloadError
+from gateway.errors import PayloadError as PayloadError  # raised here; re-exported for callers
 from gateway.p1.telegram import LineRecord, Telegram
 from gateway.timefmt import rfc3339_utc
 

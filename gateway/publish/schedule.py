@@ -7,7 +7,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from gateway.errors import IdentifierError, ScheduleError
+from gateway.errors import IdentifierError
+from gateway.errors import ScheduleError as ScheduleError  # raised here; re-exported for callers
 from gateway.identifiers import validate_holder
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
