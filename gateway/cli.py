@@ -15,11 +15,11 @@ from gateway import __version__
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "run": ("gateway.app", "run the daemon in the foreground (systemd runs this)"),
-    "check-config": ("gateway.checkconfig", "validate a configuration, apply nothing"),
+    "run": ("gateway.daemon.service", "run the daemon in the foreground (systemd runs this)"),
+    "check-config": ("gateway.daemon.checkconfig", "validate a configuration, apply nothing"),
     "simulate": ("gateway.sim.cli", "a virtual rig: pseudo-terminals emitting real telegrams"),
     "bench": ("gateway.bench.cli", "the project's benchmarks"),
-    "status": ("gateway.status", "a live table of every port's health and the rig's state"),
+    "status": ("gateway.daemon.status", "a live table of every port's health and the rig's state"),
 }
 
 

@@ -34,7 +34,7 @@ def test_a_command_gets_its_own_arguments(capsys: pytest.CaptureFixture[str]) ->
 
 
 def test_run_does_not_import_the_other_commands() -> None:
-    """Parsing `run` imports gateway.app, not the simulator, the benches or the status view."""
+    """Parsing `run` imports the daemon, not the simulator, the benches or the status view."""
     script = (
         "import sys\n"
         "from gateway.cli import build_parser\n"
@@ -45,5 +45,5 @@ def test_run_does_not_import_the_other_commands() -> None:
         [sys.executable, "-c", script], check=True, capture_output=True, text=True, timeout=60
     )
     loaded = set(out.stdout.split())
-    assert "gateway.app" in loaded
-    assert not loaded & {"gateway.sim", "gateway.bench", "gateway.checkconfig"}
+    assert "gateway.daemon.service" in loaded
+    assert not loaded & {"gateway.sim", "gateway.bench", "gateway.daemon.checkconfig"}

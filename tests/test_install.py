@@ -42,7 +42,7 @@ def test_unit_is_notify_with_watchdog_restart_and_serial_access() -> None:
 def test_status_looks_for_the_services_file_where_the_unit_puts_it() -> None:
     """`status` from a shell looks in /run/<RuntimeDirectory>, the $RUNTIME_DIRECTORY in which
     the service writes its status file by default."""
-    from gateway.status import SERVICE_STATUS_FILE
+    from gateway.daemon.status import SERVICE_STATUS_FILE
 
     (runtime,) = unit_settings()["RuntimeDirectory"]
     assert Path("/run") / runtime / "status.json" == SERVICE_STATUS_FILE

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.logs import JournalSink, LogPipe, StreamSink, json_line, resolve_format
-from gateway.logsink import (
+from gateway.daemon.logs import JournalSink, LogPipe, StreamSink, json_line, resolve_format
+from gateway.daemon.logsink import (
     JournalSocket,
     NonBlockingStream,
     journal_datagram,
@@ -203,7 +203,7 @@ def run_python(code: str) -> subprocess.CompletedProcess[str]:
 def test_json_format_writes_one_json_object_per_line() -> None:
     """The JSON format writes parseable lines with the event and its keys, all before exit."""
     out = run_python(
-        "from gateway.logs import configure_logging; import structlog;"
+        "from gateway.daemon.logs import configure_logging; import structlog;"
         "configure_logging('json', 'info');"
         "log = structlog.get_logger(); log.debug('hidden');"
         "[log.info('port opened', variant='v1', n=n) for n in range(200)]"
@@ -220,7 +220,7 @@ def test_json_format_writes_one_json_object_per_line() -> None:
 def test_stdlib_logging_and_dying_threads_go_the_same_way() -> None:
     """The standard library's records and a thread's uncaught exception become JSON lines."""
     out = run_python(
-        "import logging, threading; from gateway.logs import configure_logging;"
+        "import logging, threading; from gateway.daemon.logs import configure_logging;"
         "configure_logging('json', 'info');"
         "logging.getLogger('gateway.mux').warning('port %s lost', 'v1');"
         "t = threading.Thread(target=lambda: 1 / 0, name='p1gw-x'); t.start(); t.join()"
@@ -237,7 +237,7 @@ def test_stdlib_logging_and_dying_threads_go_the_same_way() -> None:
 def test_reconfiguring_switches_the_sink_and_leaks_nothing() -> None:
     """A reload's new format takes effect; the sinks it replaced are closed."""
     out = run_python(
-        "import os, structlog; from gateway.logs import configure_logging, flush_logs;"
+        "import os, structlog; from gateway.daemon.logs import configure_logging, flush_logs;"
         "configure_logging('json', 'info'); log = structlog.get_logger();"
         "log.info('first'); flush_logs(5); fds = len(os.listdir('/proc/self/fd'));"
         "[(configure_logging('json', 'info'), log.info('again')) for _ in range(50)];"

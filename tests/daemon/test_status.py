@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from gateway.daemon.status import find_status_file, read_status_file, render, write_status_file
 from gateway.errors import ConfigError
-from gateway.status import find_status_file, read_status_file, render, write_status_file
 
 NOW = datetime(2026, 11, 28, 17, 0, 0, tzinfo=UTC)
 

@@ -6,14 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from gateway.app import (
+from gateway.config import load_config
+from gateway.daemon.service import (
     STATUS_STALL_S,
     catalogue_of,
     port_config,
     restart_only_changes,
     watchdog_ok,
 )
-from gateway.config import load_config
 from gateway.mux import LoopProgress
 from gateway.publish import PublisherLiveness
 
@@ -106,7 +106,7 @@ def test_a_write_during_a_reload_is_still_seen_afterwards(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A config file rewritten while a reload reads the files triggers another reload."""
-    import gateway.app as app
+    import gateway.daemon.service as app
 
     path = write(tmp_path)
     gw = app.Gateway(load_config(path))
@@ -129,7 +129,7 @@ def test_a_write_during_a_reload_is_still_seen_afterwards(
 
 def test_next_due_keeps_the_grid_and_skips_missed_ticks() -> None:
     """Timers stay on due + k * every (so equal periods coincide); missed ticks are skipped."""
-    import gateway.app as app
+    import gateway.daemon.service as app
 
     assert app._next_due(10.0, 1.0, 10.0) == 11.0
     assert app._next_due(10.0, 1.0, 10.4) == 11.0
@@ -143,7 +143,7 @@ class RecordingGateway:
     def __init__(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         import threading
 
-        import gateway.app as app
+        import gateway.daemon.service as app
 
         # No timer falls due during a test: whatever happens after the first pass was woken.
         monkeypatch.setattr(app, "WATCH_INTERVAL_S", 3600.0)

@@ -26,7 +26,12 @@ from typing import Any, Literal, Protocol
 
 import structlog
 
-from gateway.logsink import JournalSocket, NonBlockingStream, journal_datagram, journal_fields
+from gateway.daemon.logsink import (
+    JournalSocket,
+    NonBlockingStream,
+    journal_datagram,
+    journal_fields,
+)
 
 LogFormat = Literal["auto", "console", "json", "journal"]
 

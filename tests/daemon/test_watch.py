@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from gateway.watch import FileWatcher
+from gateway.daemon.watch import FileWatcher
 
 
 def test_watcher_sees_edit_replace_and_delete(tmp_path: Path) -> None:

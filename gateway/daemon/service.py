@@ -7,8 +7,8 @@ publisher a spool writer. The main thread owns everything slow or rare: signals,
 (SIGHUP or a changed config file), the health and status ticker and the systemd watchdog.
 
 Nothing here waits for systemd or journald: notify datagrams are sent without blocking and
-log lines go through a bounded queue to a logging thread (`gateway.notify`, `gateway.logs`);
-the status file is written by a thread of its own (`gateway.statuswriter`).
+log lines go through a bounded queue to a logging thread (`notify`, `logs`); the status file
+is written by a thread of its own (`statuswriter`).
 """
 
 from __future__ import annotations
@@ -30,8 +30,11 @@ import structlog
 
 from gateway import __version__
 from gateway.config import GatewayConfig, VariantConfig, diff_variants, load_config
+from gateway.daemon.logs import configure_logging, flush_logs, log_dropped
+from gateway.daemon.notify import Notifier
+from gateway.daemon.statuswriter import StatusWriter
+from gateway.daemon.watch import FileWatcher, signatures
 from gateway.errors import ConfigError, GatewayError, TelegramError
-from gateway.logs import configure_logging, flush_logs, log_dropped
 from gateway.mux import (
     FrameDropped,
     FrameReceived,
@@ -46,7 +49,6 @@ from gateway.mux import (
     PortSilent,
     PortUp,
 )
-from gateway.notify import Notifier
 from gateway.p1 import DEFAULT_ZONE, decode_telegram
 from gateway.publish import (
     MqttSettings,
@@ -58,8 +60,6 @@ from gateway.publish import (
     SpoolSettings,
     SystemClockProbe,
 )
-from gateway.statuswriter import StatusWriter
-from gateway.watch import FileWatcher, signatures
 
 log = structlog.get_logger("p1-gateway")
 

@@ -6,7 +6,7 @@ import socket
 import time
 from pathlib import Path
 
-from gateway.notify import MAX_PENDING, Notifier, NotifyOutbox, notify_address
+from gateway.daemon.notify import MAX_PENDING, Notifier, NotifyOutbox, notify_address
 
 
 def drain(outbox: NotifyOutbox) -> list[str]:

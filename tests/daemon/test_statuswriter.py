@@ -8,7 +8,7 @@ import threading
 import time
 from pathlib import Path
 
-from gateway.statuswriter import StatusWriter
+from gateway.daemon.statuswriter import StatusWriter
 from tests.support.mosquitto import wait_until
 
 
