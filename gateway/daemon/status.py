@@ -3,22 +3,21 @@
 The daemon rewrites a small JSON status file about once a second (where: `status_file` in
 gateway.config; the service's is /run/p1-gateway/status.json, on tmpfs); this command reads
 it, so it needs no broker credentials, no password file, and works while the broker is down.
-`write_status_file` is the daemon's side of that exchange.
+The file's schema is `gateway.daemon.statusfile`'s, shared with the daemon that writes it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
-from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 from gateway.config import load_status_config
+from gateway.daemon.statusfile import DaemonStatus, load_status, read_status_file
 from gateway.errors import ConfigError
 
 STALE_AFTER_S = 5.0
@@ -28,42 +27,6 @@ STALE_AFTER_S = 5.0
 SERVICE_STATUS_FILE = Path("/run/p1-gateway/status.json")
 
 _STATE_COLOURS = {"up": "32", "silent": "33", "down": "31"}
-
-
-def write_status_file(path: Path, status: Mapping[str, Any]) -> None:
-    """Replace the status file atomically (write a temporary file, then rename).
-
-    `json.dumps` then one write (`json.dump` to a file runs the pure-Python encoder); the
-    temporary file's name is fixed per process (no random name to find), and the folder is
-    made only when it is missing. The file is always mode 0644, whatever the umask.
-    """
-    data = json.dumps(status, separators=(",", ":"), default=str).encode("utf-8")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
-    try:
-        fd = os.open(tmp, flags, 0o644)
-    except FileNotFoundError:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(tmp, flags, 0o644)
-    try:
-        try:
-            os.fchmod(fd, 0o644)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def read_status_file(path: Path) -> dict[str, Any]:
-    """The daemon's last status; raise FileNotFoundError when it never wrote one."""
-    with path.open(encoding="utf-8") as fh:
-        data: dict[str, Any] = json.load(fh)
-    return data
 
 
 def _age(timestamp: str | None, now: datetime) -> str:
@@ -88,45 +51,37 @@ def _paint(text: str, state: str, colour: bool) -> str:
     return f"\x1b[{code}m{text}\x1b[0m" if colour and code else text
 
 
-def render(status: Mapping[str, Any], *, now: datetime | None = None, colour: bool = False) -> str:
+def render(status: DaemonStatus, *, now: datetime | None = None, colour: bool = False) -> str:
     """The status as a table a technician reads at a glance."""
     now = now or datetime.now(UTC)
     lines = []
-    age = _age(status.get("updated_at"), now)
-    stale = False
+    age = _age(status.updated_at, now)
     try:
-        updated = datetime.fromisoformat(str(status.get("updated_at", "")).replace("Z", "+00:00"))
+        updated = datetime.fromisoformat(str(status.updated_at or "").replace("Z", "+00:00"))
         stale = (now - updated).total_seconds() > STALE_AFTER_S
     except ValueError:
         stale = True
-    broker = status.get("broker", {})
-    clock = status.get("clock", {})
-    slot = status.get("slot", {})
-    config = status.get("config", {})
-    head = f"rig {status.get('rig', '?')}  pid {status.get('pid', '?')}  updated {age} ago"
+    broker, clock, slot = status.broker, status.clock, status.slot
+    head = f"rig {_known(status.rig, '?')}  pid {_known(status.pid, '?')}  updated {age} ago"
     if stale:
         head += "  ** STALE: is the daemon running? **"
     lines.append(head)
     lines.append(
-        f"broker {'connected' if broker.get('connected') else 'DISCONNECTED'}"
-        f"  spooled {broker.get('spooled', '-')}  in-flight {broker.get('in_flight', '-')}"
-        f"  acked {broker.get('acked', '-')}  set aside {broker.get('set_aside', '-')}"
-        f"  dropped {broker.get('dropped', '-')}"
+        f"broker {'connected' if broker.connected else 'DISCONNECTED'}"
+        f"  spooled {_known(broker.spooled)}  in-flight {_known(broker.in_flight)}"
+        f"  acked {_known(broker.acked)}  set aside {_known(broker.set_aside)}"
+        f"  dropped {_known(broker.dropped)}"
     )
-    holder = slot.get("holder")
     lines.append(
-        f"clock {'synchronised' if clock.get('synced') else 'NOT SYNCHRONISED (routing held)'}"
-        f"  slot {holder + ' until ' + str(slot.get('until')) if holder else '(none)'}"
+        f"clock {'synchronised' if clock.synced else 'NOT SYNCHRONISED (routing held)'}"
+        f"  slot {slot.holder + ' until ' + str(slot.until) if slot.holder else '(none)'}"
     )
-    log_dropped = (status.get("log") or {}).get("dropped") or 0
-    if log_dropped:
-        lines.append(f"log {log_dropped} lines DROPPED (the log sink was stuck)")
-    reload_info = config.get("last_reload") or {}
-    if reload_info and not reload_info.get("ok", True):
-        lines.append(
-            "config REFUSED at " + str(reload_info.get("at")) + ": still running the old one"
-        )
-        lines.extend("  " + str(p) for p in reload_info.get("problems", []))
+    if status.log.dropped:
+        lines.append(f"log {status.log.dropped} lines DROPPED (the log sink was stuck)")
+    reload = status.config.last_reload
+    if reload is not None and not reload.ok:
+        lines.append("config REFUSED at " + str(reload.at) + ": still running the old one")
+        lines.extend("  " + str(p) for p in reload.problems)
     header = (
         "PORT",
         "STATE",
@@ -139,8 +94,7 @@ def render(status: Mapping[str, Any], *, now: datetime | None = None, colour: bo
         "JITTER",
     )
     rows = [header]
-    ports: Mapping[str, Mapping[str, Any]] = status.get("ports", {})
-    for variant, h in sorted(ports.items()):
+    for variant, h in sorted(status.ports.items()):
         jitter = h.get("jitter_ms")
         rows.append(
             (
@@ -161,9 +115,14 @@ def render(status: Mapping[str, Any], *, now: datetime | None = None, colour: bo
         if n:
             cells[1] = _paint(cells[1], row[1], colour)
         lines.append("  ".join(cells).rstrip())
-    if not ports:
+    if not status.ports:
         lines.append("(no ports configured)")
     return "\n".join(lines)
+
+
+def _known(value: object, unknown: str = "-") -> str:
+    """A value for the table; `unknown` for one the file did not have."""
+    return unknown if value is None else str(value)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -179,9 +138,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def written_for(path: Path, config: Path) -> bool:
     """Whether the status file at `path` was written by a daemon run with the config `config`."""
     try:
-        written = Path(str(read_status_file(path)["config"]["file"]))
-    except (OSError, ValueError, LookupError, TypeError):
+        file = load_status(path).config.file
+    except (OSError, ValueError):
         return False
+    if not file:
+        return False
+    written = Path(str(file))
     if written == config.absolute():
         return True
     try:
@@ -224,7 +186,7 @@ def _status_path(args: argparse.Namespace) -> Path:
 def _show(path: Path, out: TextIO, colour: bool) -> int:
     """Print the status once; return 0, or 1 when there is none to print."""
     try:
-        print(render(read_status_file(path), colour=colour), file=out)
+        print(render(load_status(path), colour=colour), file=out)
     except FileNotFoundError:
         print(f"no status at {path}: is p1-gateway running?", file=out)
         return 1

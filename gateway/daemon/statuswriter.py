@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from gateway.daemon.status import write_status_file
+from gateway.daemon.statusfile import write_status_file
 
 
 class StatusWriter:

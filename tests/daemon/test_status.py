@@ -13,7 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from gateway.daemon.status import find_status_file, read_status_file, render, write_status_file
+from gateway.daemon.status import find_status_file, render
+from gateway.daemon.statusfile import (
+    DaemonStatus,
+    read_status_file,
+    write_status_file,
+)
 from gateway.errors import ConfigError
 
 NOW = datetime(2026, 11, 28, 17, 0, 0, tzinfo=UTC)
@@ -43,7 +48,7 @@ def sample(updated: datetime = NOW) -> dict[str, object]:
 
 def test_render_shows_each_port_state_and_counters() -> None:
     """Every port appears with its state and counters; the slot and broker are summarised."""
-    text = render(sample(), now=NOW)
+    text = render(DaemonStatus.from_json(sample()), now=NOW)
     lines = text.splitlines()
     flu = next(line for line in lines if line.startswith("fluvius-t211"))
     assert flu.split()[1:5] == ["up", "1s", "120", "2"]
@@ -56,15 +61,15 @@ def test_render_shows_each_port_state_and_counters() -> None:
 
 def test_render_flags_a_stale_status() -> None:
     """A status not refreshed for seconds is flagged: the daemon may be gone."""
-    assert "STALE" in render(sample(NOW - timedelta(seconds=30)), now=NOW)
+    assert "STALE" in render(DaemonStatus.from_json(sample(NOW - timedelta(seconds=30))), now=NOW)
 
 
 def test_render_shows_a_refused_reload() -> None:
     """A refused config reload is shown with its problems."""
     status = sample()
     status["config"] = {"last_reload": {"ok": False, "at": "t", "problems": ["f: x: bad"]}}
-    assert "config REFUSED" in render(status, now=NOW)
-    assert "  f: x: bad" in render(status, now=NOW)
+    assert "config REFUSED" in render(DaemonStatus.from_json(status), now=NOW)
+    assert "  f: x: bad" in render(DaemonStatus.from_json(status), now=NOW)
 
 
 def test_render_shows_dropped_log_lines_only_when_there_are_some() -> None:
@@ -72,11 +77,11 @@ def test_render_shows_dropped_log_lines_only_when_there_are_some() -> None:
     without the key, shows no such line."""
     status = sample()
     status["log"] = {"dropped": 17}
-    head = render(status, now=NOW).split("PORT")[0]
+    head = render(DaemonStatus.from_json(status), now=NOW).split("PORT")[0]
     assert "log 17 lines DROPPED" in head
     status["log"] = {"dropped": 0}
-    assert "DROPPED" not in render(status, now=NOW)
-    assert "DROPPED" not in render(sample(), now=NOW)
+    assert "DROPPED" not in render(DaemonStatus.from_json(status), now=NOW)
+    assert "DROPPED" not in render(DaemonStatus.from_json(sample()), now=NOW)
 
 
 def test_status_file_round_trip_and_cli(tmp_path: Path) -> None:
