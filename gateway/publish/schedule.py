@@ -94,6 +94,12 @@ class SlotSchedule:
         """The holder of the slot containing the aware datetime `when` ([start, end)), or None."""
         return self.holder_at_ns(datetime_to_ns(when))
 
+    def slot_at(self, when: datetime) -> Slot | None:
+        """The slot containing the aware datetime `when` ([start, end)), or None."""
+        wall_ns = datetime_to_ns(when)
+        i = bisect.bisect_right(self._starts, wall_ns) - 1
+        return self._slots[i] if i >= 0 and wall_ns < self._ends[i] else None
+
     def merged(self) -> tuple[Slot, ...]:
         """The slots with back-to-back slots of one holder joined into one (for reports)."""
         out: list[Slot] = []
