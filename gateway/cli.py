@@ -15,7 +15,7 @@ from gateway import __version__
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "run": ("gateway.daemon.service", "run the daemon in the foreground (systemd runs this)"),
+    "run": ("gateway.daemon.run", "run the daemon in the foreground (systemd runs this)"),
     "check-config": ("gateway.daemon.checkconfig", "validate a configuration, apply nothing"),
     "simulate": ("gateway.sim.cli", "a virtual rig: pseudo-terminals emitting real telegrams"),
     "bench": ("gateway.bench.cli", "the project's benchmarks"),

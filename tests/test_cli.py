@@ -45,5 +45,10 @@ def test_run_does_not_import_the_other_commands() -> None:
         [sys.executable, "-c", script], check=True, capture_output=True, text=True, timeout=60
     )
     loaded = set(out.stdout.split())
-    assert "gateway.daemon.service" in loaded
-    assert not loaded & {"gateway.sim", "gateway.bench", "gateway.daemon.checkconfig"}
+    assert {"gateway.daemon.run", "gateway.daemon.service"} <= loaded
+    assert not loaded & {
+        "gateway.sim",
+        "gateway.bench",
+        "gateway.daemon.checkconfig",
+        "gateway.daemon.status",
+    }

@@ -1,10 +1,11 @@
-"""`p1-gateway run`: the daemon. Wires the multiplexer to the publisher and runs the service.
+"""The running daemon: one config, one multiplexer, one publisher, wired together.
 
 Threads: the multiplexer's reader thread frames every port and calls `Gateway.consume` inline,
 which decodes each telegram and hands it to the publisher (routing, numbering, spooling and
 the paho publish happen there, without blocking). paho runs its own network thread and the
-publisher a spool writer. The main thread owns everything slow or rare: signals, reloads
-(SIGHUP or a changed config file), the health and status ticker and the systemd watchdog.
+publisher a spool writer. The main thread (`Gateway.serve`) owns everything slow or rare:
+reload requests (SIGHUP or a changed config file), the health and status ticker and the
+systemd watchdog; its timers and the watchdog's verdict are `gateway.daemon.loop`'s.
 
 Nothing here waits for systemd or journald: notify datagrams are sent without blocking and
 log lines go through a bounded queue to a logging thread (`notify`, `logs`); the status file
@@ -13,36 +14,49 @@ is written by a thread of its own (`statuswriter`).
 
 from __future__ import annotations
 
-import argparse
-import contextlib
+import dataclasses
 import os
-import signal
-import sys
 import threading
 import time
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
-from typing import Any
+from typing import cast
 
 import structlog
 
 from gateway import __version__
-from gateway.config import GatewayConfig, VariantConfig, diff_variants, load_config
-from gateway.daemon.logs import configure_logging, flush_logs, log_dropped
+from gateway.config import GatewayConfig, diff_variants, load_config
+from gateway.daemon.adapters import (
+    catalogue_of,
+    port_config,
+    publisher_settings,
+    restart_only_changes,
+    schedule_of,
+)
+from gateway.daemon.logs import configure_logging, log_dropped
+from gateway.daemon.loop import Job, Timers, watchdog_ok
 from gateway.daemon.notify import Notifier
+from gateway.daemon.statusfile import (
+    BrokerStatus,
+    ClockStatus,
+    ConfigStatus,
+    DaemonStatus,
+    GatewayCounters,
+    LogStatus,
+    PortEntry,
+    ReloadOutcome,
+    SlotStatus,
+    SystemdStatus,
+)
 from gateway.daemon.statuswriter import StatusWriter
 from gateway.daemon.watch import FileWatcher, signatures
 from gateway.errors import ConfigError, GatewayError, TelegramError
 from gateway.mux import (
     FrameDropped,
     FrameReceived,
-    LoopProgress,
     Multiplexer,
     MuxEvent,
     PortClosed,
-    PortConfig,
     PortLost,
     PortOpened,
     PortOpenFailed,
@@ -50,22 +64,9 @@ from gateway.mux import (
     PortUp,
 )
 from gateway.p1 import DEFAULT_ZONE, decode_telegram
-from gateway.publish import (
-    MqttSettings,
-    Publisher,
-    PublisherLiveness,
-    PublisherSettings,
-    Slot,
-    SlotSchedule,
-    SpoolSettings,
-    SystemClockProbe,
-)
+from gateway.publish import Publisher, SystemClockProbe
 
 log = structlog.get_logger("p1-gateway")
-
-EXIT_OK = 0
-EXIT_FATAL = 1
-EXIT_CONFIG = 2
 
 #: Seconds between looks at the config files' signatures (a change is applied within 5 s).
 WATCH_INTERVAL_S = 1.0
@@ -74,134 +75,19 @@ HEALTH_INTERVAL_S = 5.0
 #: A timer this close to due when the main loop wakes counts as due (a timed wait may return
 #: a little early): the loop then does it now instead of waking again for it a moment later.
 DUE_SLACK_S = 0.005
-#: The reader loop wakes at least every 0.1 s; this much silence means it is stuck.
-READER_STALL_S = 5.0
-#: A status-file write that takes this long is a hung disk: the watchdog is withheld.
-STATUS_STALL_S = 20.0
-#: SIGTERM to exit: the whole stop, the last log lines included, fits in this (systemd's
-#: TimeoutStopSec is 10 s; a tester's "offline" status and the last batch come first).
-STOP_BUDGET_S = 4.5
 #: How long the reader thread yields after a telegram while the publisher lags (see
 #: `Publisher.lagging`): at most ~1000 telegrams/s are then read, 30 times a 32-port rig's rate.
 READER_YIELD_S = 0.001
-#: Settings only a restart applies (the ports and slots are applied live).
-RESTART_SECTIONS = ("rig", "mqtt", "spool", "clock", "status")
 
 
-# --- mapping config onto the parts -------------------------------------------------------
-
-
-def port_config(variant: VariantConfig) -> PortConfig:
-    """The multiplexer's view of a configured variant."""
-    return PortConfig(
-        variant=variant.id,
-        url=variant.port,
-        spec=variant.spec,
-        baudrate=variant.baudrate,
-        bytesize=variant.bytesize,
-        parity=variant.parity,
-        stopbits=variant.stopbits,
-        request_line=variant.request_line,
-    )
-
-
-def schedule_of(cfg: GatewayConfig) -> SlotSchedule:
-    """The publisher's slot schedule for a config."""
-    return SlotSchedule(Slot(s.holder, s.start, s.end) for s in cfg.slots)
-
-
-def publisher_settings(cfg: GatewayConfig) -> PublisherSettings:
-    """The publisher's settings for a config (reads the password file)."""
-    m = cfg.mqtt
-    return PublisherSettings(
-        rig=cfg.rig.id,
-        mqtt=MqttSettings(
-            host=m.host,
-            port=m.port,
-            username=m.username,
-            password=cfg.mqtt_password(),
-            tls_ca_file=m.tls_ca_file,
-            topic_prefix=m.topic_prefix,
-            qos=m.qos,
-            client_id=m.client_id,
-            keepalive=m.keepalive,
-        ),
-        spool=SpoolSettings(
-            dir=cfg.spool.dir,
-            max_bytes=cfg.spool.max_mb * 1024 * 1024,
-            batch_interval=cfg.spool.batch_interval,
-        ),
-        require_sync=cfg.clock.require_sync,
-    )
-
-
-def catalogue_of(cfg: GatewayConfig) -> list[dict[str, Any]]:
-    """The retained variant catalogue: id, spec, serial profile and model details."""
-    entries = []
-    for v in cfg.variants:
-        profile = port_config(v).profile
-        entries.append(
-            {
-                "id": v.id,
-                "spec": v.spec,
-                "serial": str(profile),
-                "model": v.model,
-                "description": v.description,
-            }
-        )
-    return entries
-
-
-def restart_only_changes(old: GatewayConfig, new: GatewayConfig) -> list[str]:
-    """The sections whose change a reload cannot apply (they need a restart)."""
-    return [name for name in RESTART_SECTIONS if getattr(old, name) != getattr(new, name)]
-
-
-def watchdog_ok(
-    progress: LoopProgress, liveness: PublisherLiveness, now_ns: int, status_busy_s: float = 0.0
-) -> bool:
-    """True while the reader loop, the MQTT side and the status writer all make progress."""
-    if not progress.running or progress.last_iteration_monotonic_ns == 0:
-        return False
-    reader_age_s = (now_ns - progress.last_iteration_monotonic_ns) / 1e9
-    return reader_age_s <= READER_STALL_S and liveness.ok() and status_busy_s <= STATUS_STALL_S
-
-
-def _next_due(due: float, every: float, now: float) -> float:
-    """The first time after `now` on the grid `due + k * every` (missed ticks are skipped)."""
-    if every <= 0:
-        return now
-    return due + every * (int((now - due) // every) + 1)
+def _rfc3339_seconds(moment: datetime) -> str:
+    """An aware time as RFC 3339 UTC, to the second."""
+    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _utc_now() -> str:
-    """Now, RFC 3339 UTC."""
-    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-# --- the daemon ---------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class GatewayCounters:
-    """What the daemon itself counts (the parts count the rest)."""
-
-    telegrams: int = 0
-    invalid_crc: int = 0
-    undecodable: int = 0
-    dropped_frames: int = 0
-    reloads: int = 0
-    reloads_refused: int = 0
-
-
-@dataclass(slots=True)
-class ReloadOutcome:
-    """The last reload attempt, as the status shows it."""
-
-    at: str
-    ok: bool
-    problems: list[str] = field(default_factory=list)
-    restart_needed: list[str] = field(default_factory=list)
+    """Now, RFC 3339 UTC, to the second."""
+    return _rfc3339_seconds(datetime.now(UTC))
 
 
 class Gateway:
@@ -213,11 +99,11 @@ class Gateway:
         self.counters = GatewayCounters()
         self.started_at = _utc_now()
         self.last_reload: ReloadOutcome | None = None
+        self.schedule = schedule_of(cfg)
+        """The slot schedule the publisher routes by (the status shows its current slot)."""
         self._specs = {v.id: v for v in cfg.variants}
         self._clock = SystemClockProbe()
-        self.publisher = Publisher(
-            publisher_settings(cfg), schedule_of(cfg), clock_synced=self._clock
-        )
+        self.publisher = Publisher(publisher_settings(cfg), self.schedule, clock_synced=self._clock)
         self.mux = Multiplexer(self.consume, [port_config(v) for v in cfg.variants])
         self._watcher = FileWatcher.of(cfg.watched_files)
         self._status_writer = StatusWriter(cfg.status.file)
@@ -333,35 +219,38 @@ class Gateway:
         (the status file and the config watch, 1 s each by default) fall due together: one
         wake-up a second when idle.
         """
-        origin = time.monotonic()
-        next_watch = next_health = next_status = origin
-        status_every = self.cfg.status.interval
-        dog_every = self.notifier.watchdog_interval
-        next_dog = origin if dog_every is not None else float("inf")
+        timers = Timers(
+            time.monotonic(),
+            {
+                Job.WATCH: WATCH_INTERVAL_S,
+                Job.HEALTH: HEALTH_INTERVAL_S,
+                Job.STATUS: self.cfg.status.interval,
+                Job.WATCHDOG: self.notifier.watchdog_interval,  # None: systemd does not watch
+            },
+        )
         while not self._stop.is_set():
             self._wake.clear()  # before looking: a request made from here on wakes the next wait
             now = time.monotonic() + DUE_SLACK_S
+            due = timers.due(now)
             if self._reload.is_set():
                 self._reload.clear()
                 self.reload("signal")
-            elif now >= next_watch:
-                next_watch = _next_due(next_watch, WATCH_INTERVAL_S, now)
-                changed = self._watcher.changed()
+            elif Job.WATCH in due:
+                timers.done(Job.WATCH, now)
+                changed = self.changed_files()
                 if changed:
                     self.reload("file changed: " + ", ".join(p.name for p in changed))
-            routine = now >= next_health
-            if routine:
-                next_health = _next_due(next_health, HEALTH_INTERVAL_S, now)
-            self.publish_health(everything=routine)
-            if now >= next_status:
-                next_status = _next_due(next_status, status_every, now)
+            if Job.HEALTH in due:
+                timers.done(Job.HEALTH, now)
+            self.publish_health(everything=Job.HEALTH in due)
+            if Job.STATUS in due:
+                timers.done(Job.STATUS, now)
                 self.write_status()
-            if dog_every is not None and now >= next_dog:
-                next_dog = _next_due(next_dog, dog_every, now)
+            if Job.WATCHDOG in due:
+                timers.done(Job.WATCHDOG, now)
                 self.feed_watchdog()
             self.notifier.flush()  # what systemd could not take before, if it can now
-            due = min(next_watch, next_health, next_status, next_dog)
-            self._wake.wait(max(0.0, due - time.monotonic()))
+            self._wake.wait(max(0.0, timers.next_wake() - time.monotonic()))
 
     def stop(self, timeout: float = 4.0) -> None:
         """Stop reading, flush what can be flushed, publish offline, within `timeout` s.
@@ -374,10 +263,10 @@ class Gateway:
         log.info("stopping")
         self.mux.stop(timeout=max(0.5, min(1.5, timeout / 3)))
         self.publisher.stop(timeout=max(0.5, deadline - time.monotonic() - 0.3))
-        self._status_writer.submit(self.status(state="stopped"))
+        self._status_writer.submit(self.status(state="stopped").to_json())
         if not self._status_writer.close(timeout=max(0.1, deadline - time.monotonic())):
             log.warning("status file not written at stop (disk hung?)")
-        log.info("stopped", **self.counter_fields())
+        log.info("stopped", **self.counters.to_json())
 
     # -- reload --
 
@@ -391,7 +280,7 @@ class Gateway:
         except ConfigError as exc:
             self.counters.reloads_refused += 1
             problems = [str(p) for p in exc.problems]
-            self.last_reload = ReloadOutcome(_utc_now(), False, problems)
+            self.last_reload = ReloadOutcome(_utc_now(), False, tuple(problems))
             log.error("config refused, still running the previous one", why=why, problems=problems)
             self._watcher.rebase(self.cfg.watched_files, before)
             self.notifier.ready("config refused; running the previous one: " + problems[0])
@@ -403,7 +292,8 @@ class Gateway:
             for gone in diff.removed:
                 self.publisher.clear_health(gone)
         if new.slots != self.cfg.slots:
-            self.publisher.set_schedule(schedule_of(new))
+            self.schedule = schedule_of(new)
+            self.publisher.set_schedule(self.schedule)
         if catalogue_of(new) != catalogue_of(self.cfg):
             self.publisher.publish_catalogue(catalogue_of(new))
         if new.log != self.cfg.log:
@@ -414,7 +304,7 @@ class Gateway:
         old_files = self.cfg.watched_files
         self.cfg = new
         self._watcher.rebase(set(old_files) | set(new.watched_files), before)
-        self.last_reload = ReloadOutcome(_utc_now(), True, restart_needed=restart)
+        self.last_reload = ReloadOutcome(_utc_now(), True, restart_needed=tuple(restart))
         log.info(
             "config reloaded",
             why=why,
@@ -429,10 +319,19 @@ class Gateway:
 
     # -- health, status, watchdog --
 
-    def publish_health(self, *, everything: bool) -> None:
-        """Publish the retained health of ports that changed state (or of all, routinely)."""
+    def changed_files(self) -> list[Path]:
+        """The config files changed since the running config was read (a reload is due)."""
+        return self._watcher.changed()
+
+    def take_health_due(self) -> set[str]:
+        """The ports whose state changed since the last call: their health is to go out now."""
         with self._health_lock:
             due, self._health_due = self._health_due, set()
+        return due
+
+    def publish_health(self, *, everything: bool) -> None:
+        """Publish the retained health of ports that changed state (or of all, routinely)."""
+        due = self.take_health_due()
         if not (due or everything):
             return
         for variant, snap in self.mux.snapshot().items():
@@ -456,74 +355,45 @@ class Gateway:
                 status_write_s=round(busy, 1),
             )
 
-    def current_slot(self) -> dict[str, Any]:
-        """Who holds the rig now, and until when (None outside every slot)."""
+    def status(self, state: str = "running") -> DaemonStatus:
+        """The status file's content, read now: rig, broker, clock, slot, config, every port."""
         now = datetime.now(UTC)
-        for s in self.cfg.slots:
-            if s.start <= now < s.end:
-                return {"holder": s.holder, "until": s.end.isoformat()}
-        return {"holder": None, "until": None}
-
-    def status(self, state: str = "running") -> dict[str, Any]:
-        """The status file's content: rig, broker, clock, slot, config, every port."""
         pub = self.publisher.status()
         c = pub.counters
-        ports = {v: snap.to_dict() for v, snap in self.mux.snapshot().items()}
-        return {
-            "rig": self.cfg.rig.id,
-            "state": state,
-            "pid": os.getpid(),
-            "version": __version__,
-            "started_at": self.started_at,
-            "updated_at": _utc_now(),
-            "broker": {
-                "connected": pub.connected,
-                "protocol": pub.protocol,
-                "host": f"{self.cfg.mqtt.host}:{self.cfg.mqtt.port}",
-                "spooled": pub.spooled,
-                "outstanding": pub.outstanding,
-                "in_flight": pub.inflight,
-                "acked": c.acked,
-                "set_aside": pub.dead_letters,
-                "dropped": c.dropped_full + c.held_dropped,
-                "held_for_clock": pub.held,
-                "last_error": pub.last_error,
-            },
-            "clock": {"synced": self._clock(), "require_sync": self.cfg.clock.require_sync},
-            "slot": self.current_slot(),
-            "config": {
-                "file": str(self.cfg.path),
-                "last_reload": None
-                if self.last_reload is None
-                else {
-                    "at": self.last_reload.at,
-                    "ok": self.last_reload.ok,
-                    "problems": self.last_reload.problems,
-                    "restart_needed": self.last_reload.restart_needed,
-                },
-            },
-            "gateway": self.counter_fields(),
-            "log": {"dropped": log_dropped()},
-            "systemd": {
-                "notify_sent": self.notifier.sent,
-                "notify_blocked": self.notifier.blocked,
-                "notify_dropped": self.notifier.outbox.dropped,
-                "notify_last_error": self.notifier.last_error,
-            },
-            "ports": ports,
-        }
-
-    def counter_fields(self) -> dict[str, int]:
-        """The daemon's own counters as a flat mapping."""
-        c = self.counters
-        return {
-            "telegrams": c.telegrams,
-            "invalid_crc": c.invalid_crc,
-            "undecodable": c.undecodable,
-            "dropped_frames": c.dropped_frames,
-            "reloads": c.reloads,
-            "reloads_refused": c.reloads_refused,
-        }
+        slot = self.schedule.slot_at(now)
+        return DaemonStatus(
+            rig=self.cfg.rig.id,
+            state=state,
+            pid=os.getpid(),
+            version=__version__,
+            started_at=self.started_at,
+            updated_at=_rfc3339_seconds(now),
+            broker=BrokerStatus(
+                connected=pub.connected,
+                protocol=pub.protocol,
+                host=f"{self.cfg.mqtt.host}:{self.cfg.mqtt.port}",
+                spooled=pub.spooled,
+                outstanding=pub.outstanding,
+                in_flight=pub.inflight,
+                acked=c.acked,
+                set_aside=pub.dead_letters,
+                dropped=c.dropped_full + c.held_dropped,
+                held_for_clock=pub.held,
+                last_error=pub.last_error,
+            ),
+            clock=ClockStatus(synced=self._clock(), require_sync=self.cfg.clock.require_sync),
+            slot=SlotStatus() if slot is None else SlotStatus(slot.holder, slot.end.isoformat()),
+            config=ConfigStatus(file=str(self.cfg.path), last_reload=self.last_reload),
+            gateway=dataclasses.replace(self.counters),  # a copy: the reader thread counts on
+            log=LogStatus(dropped=log_dropped()),
+            systemd=SystemdStatus(
+                notify_sent=self.notifier.sent,
+                notify_blocked=self.notifier.blocked,
+                notify_dropped=self.notifier.outbox.dropped,
+                notify_last_error=self.notifier.last_error,
+            ),
+            ports={v: cast(PortEntry, snap.to_dict()) for v, snap in self.mux.snapshot().items()},
+        )
 
     def write_status(self, state: str = "running") -> None:
         """Have the status file rewritten and tell systemd a one-line summary of the same reading.
@@ -532,83 +402,15 @@ class Gateway:
         loop. A write error is logged once, when it first appears or changes.
         """
         status = self.status(state)
-        self._status_writer.submit(status)
+        self._status_writer.submit(status.to_json())
         error = self._status_writer.last_error
         if error != self._status_error:
             self._status_error = error
             if error is not None:
                 log.warning("status file not written", file=str(self.cfg.status.file), error=error)
         if state == "running":
-            self.notifier.status(self.summary(status))
+            self.notifier.status(status.summary(len(self.cfg.variants)))
 
-    def summary(self, status: dict[str, Any] | None = None) -> str:
-        """One line for `systemctl status`, from `status` (read now when not given)."""
-        if status is None:
-            status = self.status()
-        up = sum(1 for port in status["ports"].values() if port["state"] == "up")
-        broker = status["broker"]
-        link = "broker connected" if broker["connected"] else "broker DISCONNECTED"
-        text = f"{up}/{len(self.cfg.variants)} ports up; {link}; {broker['outstanding']} unacked"
-        if self.last_reload is not None and not self.last_reload.ok:
-            text += "; config REFUSED (running the previous one)"
-        return text
-
-
-# --- the command ----------------------------------------------------------------------------
-
-
-def configure(parser: argparse.ArgumentParser) -> None:
-    """Declare run's arguments."""
-    parser.add_argument("--config", required=True, help="the main TOML file")
-
-
-def _install_signals(gateway: Gateway) -> None:
-    """SIGTERM/SIGINT stop the daemon; SIGHUP reloads its config."""
-
-    def stop(_signum: int, _frame: FrameType | None) -> None:
-        gateway.request_stop()
-
-    def reload(_signum: int, _frame: FrameType | None) -> None:
-        gateway.request_reload()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGHUP, reload)
-
-
-def run(config_path: str | Path) -> int:
-    """Run the daemon in the foreground until SIGTERM/SIGINT; return the exit code."""
-    try:
-        cfg = load_config(config_path)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
-        print("p1-gateway: invalid configuration; not started", file=sys.stderr)
-        return EXIT_CONFIG
-    configure_logging(cfg.log.format, cfg.log.level)
-    notifier = Notifier()
-    gateway: Gateway | None = None
-    try:
-        gateway = Gateway(cfg, notifier)
-        _install_signals(gateway)
-        gateway.start()
-    except (GatewayError, OSError) as exc:  # a spool folder we may not write, a lost file...
-        log.error("cannot start", error=str(exc))
-        notifier.status(f"cannot start: {exc}")
-        if gateway is not None:
-            with contextlib.suppress(Exception):  # release what did start, then report
-                gateway.stop(timeout=2.0)
-        return EXIT_FATAL
-    try:
-        gateway.serve()
-    finally:
-        stop_began = time.monotonic()
-        gateway.stop(timeout=STOP_BUDGET_S - 0.6)
-        flush_logs(max(0.0, STOP_BUDGET_S - (time.monotonic() - stop_began)))
-        notifier.close()
-    return EXIT_OK
-
-
-def main(args: argparse.Namespace) -> int:
-    """`p1-gateway run --config FILE`."""
-    return run(args.config)
+    def summary(self) -> str:
+        """One line for `systemctl status`, read now."""
+        return self.status().summary(len(self.cfg.variants))

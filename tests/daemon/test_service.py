@@ -1,84 +1,35 @@
-"""The daemon's pure decisions: watchdog gating, what a reload can apply, the catalogue."""
+"""The running daemon without its threads: what a reload applies, the catalogue, the status
+it reports, and what wakes its main loop."""
 
 from __future__ import annotations
 
+import threading
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
-from gateway.config import load_config
-from gateway.daemon.service import (
-    STATUS_STALL_S,
-    catalogue_of,
-    port_config,
-    restart_only_changes,
-    watchdog_ok,
-)
-from gateway.mux import LoopProgress
-from gateway.publish import PublisherLiveness
-
-NOW = 1_000_000_000_000
+import gateway.daemon.service as service
+from gateway.config import GatewayConfig, load_config
+from gateway.daemon.adapters import catalogue_of, port_config, restart_only_changes
+from gateway.daemon.statusfile import DaemonStatus, SlotStatus
+from gateway.mux import PortUp
+from tests.support.mosquitto import wait_until
 
 
-def alive(**kw: object) -> PublisherLiveness:
-    """A healthy publisher liveness, with some fields replaced."""
-    base: dict[str, object] = {
-        "network_thread_alive": True,
-        "network_progress_age": 0.1,
-        "network_budget": 10.0,
-        "writer_alive": True,
-        "writer_progress_age": 0.1,
-        "writer_budget": 10.0,
-        "connected": True,
-    }
-    base.update(kw)
-    return PublisherLiveness(**base)  # type: ignore[arg-type]
-
-
-def loop(age_s: float, running: bool = True) -> LoopProgress:
-    """A reader loop whose last iteration was `age_s` seconds ago."""
-    return LoopProgress(running, 10, NOW - int(age_s * 1e9), 0.0)
-
-
-def test_watchdog_fed_while_everything_progresses() -> None:
-    """Both sides moving: WATCHDOG=1 may be sent, even while the broker is away."""
-    assert watchdog_ok(loop(0.2), alive(), NOW)
-    assert watchdog_ok(loop(0.2), alive(connected=False), NOW)
-
-
-@pytest.mark.parametrize(
-    ("progress", "liveness"),
-    [
-        (loop(30.0), alive()),
-        (loop(0.1, running=False), alive()),
-        (LoopProgress(True, 0, 0, None), alive()),
-        (loop(0.1), alive(network_thread_alive=False)),
-        (loop(0.1), alive(writer_alive=False)),
-        (loop(0.1), alive(network_progress_age=60.0)),
-        (loop(0.1), alive(writer_progress_age=60.0)),
-    ],
-)
-def test_watchdog_withheld_when_a_loop_is_stuck(
-    progress: LoopProgress, liveness: PublisherLiveness
-) -> None:
-    """A stalled or dead reader loop, paho thread or spool writer withholds WATCHDOG=1."""
-    assert not watchdog_ok(progress, liveness, NOW)
-
-
-def test_watchdog_withheld_while_a_status_write_hangs() -> None:
-    """A status-file write that takes a few seconds is fine; one that hangs withholds it."""
-    assert watchdog_ok(loop(0.1), alive(), NOW, status_busy_s=3.0)
-    assert not watchdog_ok(loop(0.1), alive(), NOW, status_busy_s=STATUS_STALL_S + 1)
-
-
-def write(tmp_path: Path, mqtt_port: int = 1883, spec: str = "V5") -> Path:
+def write(tmp_path: Path, mqtt_port: int = 1883, spec: str = "V5", extra: str = "") -> Path:
     """A minimal config; return its path."""
     path = tmp_path / "g.toml"
     path.write_text(
         f'[rig]\nid = "rig-a"\n[mqtt]\nport = {mqtt_port}\n[spool]\ndir = "s"\n'
-        f'[[variant]]\nid = "m1"\nport = "/dev/ttyUSB0"\nspec = "{spec}"\nmodel = "T211"\n'
+        f'[[variant]]\nid = "m1"\nport = "/dev/ttyUSB0"\nspec = "{spec}"\nmodel = "T211"\n' + extra
     )
     return path
+
+
+def slot(holder: str, start: datetime, end: datetime) -> str:
+    """A `[[slot]]` table."""
+    return f'[[slot]]\nholder = "{holder}"\nstart = {start.isoformat()}\nend = {end.isoformat()}\n'
 
 
 def test_reload_names_settings_that_need_a_restart(tmp_path: Path) -> None:
@@ -106,66 +57,75 @@ def test_a_write_during_a_reload_is_still_seen_afterwards(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A config file rewritten while a reload reads the files triggers another reload."""
-    import gateway.daemon.service as app
-
     path = write(tmp_path)
-    gw = app.Gateway(load_config(path))
-    real_load = app.load_config
+    gw = service.Gateway(load_config(path))
+    real_load = service.load_config
 
-    def load_then_edit(p: Path) -> app.GatewayConfig:
+    def load_then_edit(p: Path) -> GatewayConfig:
         """Read the config, then let a technician save it again before the reload ends."""
         cfg = real_load(p)
         path.write_text(path.read_text().replace('model = "T211"', 'model = "T211 rev B"'))
         return cfg
 
-    monkeypatch.setattr(app, "load_config", load_then_edit)
+    monkeypatch.setattr(service, "load_config", load_then_edit)
     assert gw.reload("test")
-    assert gw._watcher.changed() == [path]
-    monkeypatch.setattr(app, "load_config", real_load)
+    assert gw.changed_files() == [path]
+    monkeypatch.setattr(service, "load_config", real_load)
     assert gw.reload("file changed")
     assert gw.cfg.variants[0].model == "T211 rev B"
-    assert gw._watcher.changed() == []
+    assert gw.changed_files() == []
 
 
-def test_next_due_keeps_the_grid_and_skips_missed_ticks() -> None:
-    """Timers stay on due + k * every (so equal periods coincide); missed ticks are skipped."""
-    import gateway.daemon.service as app
+def test_the_status_shows_the_slot_the_publisher_routes_by(tmp_path: Path) -> None:
+    """The status's slot is the schedule's at the reading's time, until its end as configured;
+    after a reload that moves the slot away, nobody holds the rig."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    end = (now + timedelta(hours=2)).astimezone(timezone(timedelta(hours=1)))
+    path = write(tmp_path, extra=slot("acme", now - timedelta(hours=1), end))
+    gw = service.Gateway(load_config(path))
+    assert gw.status().slot == SlotStatus("acme", end.isoformat())  # its +01:00 kept
+    assert gw.schedule.holder_at(now) == "acme"
+    write(tmp_path, extra=slot("acme", now + timedelta(hours=1), end))
+    assert gw.reload("slot moved")
+    assert gw.status().slot == SlotStatus(None, None)
+    assert gw.schedule.holder_at(now) is None
 
-    assert app._next_due(10.0, 1.0, 10.0) == 11.0
-    assert app._next_due(10.0, 1.0, 10.4) == 11.0
-    assert app._next_due(10.0, 1.0, 13.5) == 14.0  # three ticks missed: no burst to catch up
-    assert app._next_due(10.0, 5.0, 9.0) == 10.0  # not yet due: the first tick after now
+
+def test_the_status_reads_back_as_written(tmp_path: Path) -> None:
+    """What the daemon writes, the status command reads back whole: one schema for both."""
+    gw = service.Gateway(load_config(write(tmp_path)))
+    assert gw.reload("test")
+    status = gw.status(state="stopped")
+    assert DaemonStatus.from_json(status.to_json()) == status
+    assert status.rig == "rig-a" and status.state == "stopped"
+    assert status.config.last_reload is not None and status.config.last_reload.ok
+    assert status.gateway.reloads == 1
+    assert gw.summary() == "0/1 ports up; broker DISCONNECTED; 0 unacked"
 
 
 class RecordingGateway:
     """A real Gateway (not started) whose main loop runs in a thread, recording what it does."""
 
     def __init__(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-        import threading
-
-        import gateway.daemon.service as app
-
         # No timer falls due during a test: whatever happens after the first pass was woken.
-        monkeypatch.setattr(app, "WATCH_INTERVAL_S", 3600.0)
-        monkeypatch.setattr(app, "HEALTH_INTERVAL_S", 3600.0)
+        monkeypatch.setattr(service, "WATCH_INTERVAL_S", 3600.0)
+        monkeypatch.setattr(service, "HEALTH_INTERVAL_S", 3600.0)
         path = write(tmp_path)
         path.write_text(path.read_text() + "[status]\ninterval = 60\n")
-        self.gateway = app.Gateway(load_config(path))
+        self.gateway = service.Gateway(load_config(path))
         self.health: list[bool] = []
         self.reloads: list[str] = []
-        self.gateway.publish_health = self._health  # type: ignore[method-assign]
+        self.gateway.publish_health = self.record_health  # type: ignore[method-assign]
         self.gateway.write_status = lambda state="running": None  # type: ignore[method-assign]
-        self.gateway.reload = self._reload  # type: ignore[method-assign]
+        self.gateway.reload = self.record_reload  # type: ignore[method-assign]
         self.thread = threading.Thread(target=self.gateway.serve, daemon=True)
 
-    def _health(self, *, everything: bool) -> None:
+    def record_health(self, *, everything: bool) -> None:
         """Record a health pass that had something to publish."""
-        with self.gateway._health_lock:
-            due, self.gateway._health_due = self.gateway._health_due, set()
-        if due or everything:
+        if self.gateway.take_health_due() or everything:
             self.health.append(everything)
 
-    def _reload(self, why: str) -> bool:
+    def record_reload(self, why: str) -> bool:
         """Record a reload."""
         self.reloads.append(why)
         return True
@@ -175,9 +135,6 @@ def test_main_loop_is_woken_by_port_events_reloads_and_stop(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """With every timer far off, a port event, SIGHUP's request and SIGTERM's still act."""
-    from gateway.mux import PortUp
-    from tests.support.mosquitto import wait_until
-
     rec = RecordingGateway(tmp_path, monkeypatch)
     rec.thread.start()
     assert wait_until(lambda: rec.health == [True], 10)  # the first pass: routine health
