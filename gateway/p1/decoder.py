@@ -158,6 +158,11 @@ _ENTRY_TABLES: dict[str, dict[str, _Entry]] = {}
 _MEMOS: dict[tuple[str, str], list[dict[str, _Memo]]] = {}  # [young, old]
 
 
+def memo_sizes() -> list[int]:
+    """How many lines each memo generation holds (young and old, per spec and zone)."""
+    return [len(generation) for generations in _MEMOS.values() for generation in generations]
+
+
 def clear_caches() -> None:
     """Forget every decoded line and cached timestamp / hex text (plans stay: they are code)."""
     _MEMOS.clear()

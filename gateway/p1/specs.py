@@ -6,12 +6,11 @@ specification lists objects with an `obis_reference` regex, a parser class and v
 coercing to Decimal, int, str or a timestamp. We do not run its parsers; we read those lists,
 once per (spec, OBIS code), into a small `Plan` that the decoder applies to the line.
 
-The lists are read through `spec_rows`: dsmr_parser's objects described as plain rows. Importing
-dsmr_parser's specifications imports its `parsers` module, which loads cryptography and
-dlms_cosem (for decryption the daemon never does: ~12 MB of RSS), so the rows ship as a table
-generated from dsmr_parser (`gateway/p1/spec_table.py`, from `render_spec_table`), used only
-while its digest matches the installed dsmr_parser's sources; otherwise the rows are read from
-dsmr_parser itself, at first use.
+The lists come from `gateway/p1/_spec_table.py`: dsmr_parser's objects as plain rows, generated
+by `tools/regen_spec_table.py` (importing dsmr_parser's specifications would import its
+`parsers` module, which loads cryptography and dlms_cosem: ~12 MB of RSS for decryption the
+daemon never does). tests/p1/test_spec_table.py checks that the table is what the installed
+dsmr_parser defines.
 
 Which spec object a code belongs to: the object whose `obis_reference` code pattern (the part
 before its `.+?`) matches the code as the meter wrote it, where the match ends at the end of the
@@ -24,112 +23,19 @@ takes any channel (`\\d-\\d:`); among equals, the first in the spec's own order.
 from __future__ import annotations
 
 import enum
-import hashlib
-import importlib.util
 import re
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
 from gateway.errors import DecodeError
+from gateway.p1._spec_table import SPECS, SpecRow
 
 #: The spec name that asks the decoder to detect the spec from the telegram itself.
 AUTO = "auto"
 
-#: dsmr_parser's modules whose text defines the specifications (their hash keys the table).
-DSMR_SOURCES = (
-    "telegram_specifications",
-    "parsers",
-    "profile_generic_specifications",
-    "value_types",
-    "obis_references",
-)
-
-#: One spec object as the plans need it: (its `obis_reference` code pattern, its value name,
-#: its parser's family, the value groups' coercions, the power-failure log's buffer types).
-SpecRow = tuple[str, str, str, tuple[str, ...], tuple[tuple[str, tuple[str, ...]], ...]]
-
-
-def dsmr_sources_digest() -> str | None:
-    """SHA-256 over the installed dsmr_parser's spec-defining sources, None if unreadable.
-
-    Read through the import system (`find_spec`, the loader's `get_data`), which imports only
-    the empty `dsmr_parser` package, not its `parsers` module: that one imports cryptography
-    and dlms_cosem at the top, ~12 MB of RSS for decryption the daemon never does.
-    """
-    digest = hashlib.sha256()
-    for module in DSMR_SOURCES:
-        try:
-            found = importlib.util.find_spec(f"dsmr_parser.{module}")
-            if found is None or found.origin is None or found.loader is None:
-                return None
-            source: bytes = found.loader.get_data(found.origin)  # type: ignore[attr-defined]
-        except (ImportError, ValueError, OSError):
-            return None
-        digest.update(module.encode() + b"\0" + source + b"\0")
-    return digest.hexdigest()
-
-
-def describe_dsmr_specs() -> dict[str, tuple[SpecRow, ...]]:
-    """Read dsmr_parser's telegram specifications (every module-level dict with objects) into
-    plain rows: the reference the shipped table (`gateway.p1.spec_table`) is generated from."""
-    from dsmr_parser import parsers as dsmr_parsers
-    from dsmr_parser import telegram_specifications as dsmr_specs
-
-    def row(obj: dict[str, Any]) -> SpecRow:
-        parser = obj["value_parser"]
-        code_regex: str = obj["obis_reference"].split(".+?", 1)[0]
-        name: str = obj["value_name"]
-        if isinstance(parser, dsmr_parsers.MaxDemandParser):
-            return code_regex, name, "max_demand", (), ()
-        if isinstance(parser, dsmr_parsers.ProfileGenericParser):
-            # value_formats grows as dsmr_parser parses (it extends the list): only its head
-            # counts, the buffer types and the parsers for unidentified entries.
-            types = tuple(
-                (str(code), tuple(_coerce_name(p) for p in entry))
-                for code, entry in parser.buffer_types.items()
-            )
-            unidentified = tuple(_coerce_name(p) for p in parser.parsers_for_unidentified)
-            return code_regex, name, "profile", unidentified, types
-        coerce = tuple(_coerce_name(p) for p in parser.value_formats)
-        if isinstance(parser, dsmr_parsers.MBusParser):
-            return code_regex, name, "mbus", coerce, ()
-        return code_regex, name, "cosem", coerce, ()
-
-    table: dict[str, tuple[SpecRow, ...]] = {}
-    for name in sorted(dir(dsmr_specs)):
-        value = getattr(dsmr_specs, name)
-        if name.isupper() and isinstance(value, dict) and isinstance(value.get("objects"), list):
-            table[name] = tuple(row(obj) for obj in value["objects"])
-    return table
-
-
-def _coerce_name(value_parser: Any) -> str:
-    """The Coerce name of one dsmr_parser ValueParser (an unknown type is kept as text)."""
-    from decimal import Decimal
-
-    from dsmr_parser.value_types import timestamp
-
-    coerce_type = getattr(value_parser, "coerce_type", None)
-    names: dict[object, str] = {Decimal: "DECIMAL", int: "INTEGER", str: "TEXT", timestamp: "TIME"}
-    return names.get(coerce_type, "TEXT")
-
-
-@cache
-def spec_rows() -> dict[str, tuple[SpecRow, ...]]:
-    """The specifications' rows: the shipped table when it was generated from the installed
-    dsmr_parser's very sources (same digest), else read from dsmr_parser itself."""
-    try:
-        from gateway.p1 import spec_table
-    except ImportError:  # not generated: `render_spec_table` renders it
-        return describe_dsmr_specs()
-    if dsmr_sources_digest() == spec_table.DSMR_SOURCES_SHA256:
-        return spec_table.SPECS
-    return describe_dsmr_specs()
-
-
 #: Every spec name an explicit `spec=` may give (dsmr_parser's names), sorted.
-SPEC_NAMES: tuple[str, ...] = tuple(sorted(spec_rows()))
+SPEC_NAMES: tuple[str, ...] = tuple(sorted(SPECS))
 
 
 def spec_definition(name: str) -> dict[str, Any]:
@@ -147,7 +53,7 @@ def spec_definition(name: str) -> dict[str, Any]:
 
 def check_spec_name(name: str) -> str:
     """Return `name` if it is 'auto' or a dsmr_parser spec name; DecodeError otherwise."""
-    if name != AUTO and name not in spec_rows():
+    if name != AUTO and name not in SPECS:
         raise DecodeError(f"unknown telegram spec {name!r}; known: auto, {', '.join(SPEC_NAMES)}")
     return name
 
@@ -310,7 +216,7 @@ def _spec_objects(spec: str) -> tuple[_SpecObject, ...]:
     """The objects of a spec with their code patterns, in the spec's order."""
     check_spec_name(spec)
     objects = []
-    for index, row in enumerate(spec_rows()[spec]):
+    for index, row in enumerate(SPECS[spec]):
         code_regex = row[0]
         channel = _CHANNEL_FIELD.match(code_regex)
         pins = channel is not None and channel.group(1) != r"\d"
@@ -359,46 +265,3 @@ def _plan_of(row: SpecRow) -> Plan:
         kind = (Kind.DECIMAL, Kind.INTEGER, Kind.TEXT, Kind.TIME)[coerce[0]]
         return Plan(kind, name, coerce, hex_text=hex_text and kind is Kind.TEXT)
     return Plan(Kind.COSEM_MULTI, name, coerce)
-
-
-#: The shell command that regenerates the table, from the project's folder.
-REGENERATE = (
-    ".venv/bin/python -c 'import sys; from gateway.p1.specs import render_spec_table as r;"
-    " sys.stdout.write(r())' > gateway/p1/spec_table.py.new"
-    " && mv gateway/p1/spec_table.py.new gateway/p1/spec_table.py"
-    " && .venv/bin/ruff format gateway/p1/spec_table.py"
-)
-
-
-def render_spec_table() -> str:
-    """The text of `gateway/p1/spec_table.py`, from the installed dsmr_parser.
-
-    After an upgrade of dsmr_parser (tests/p1/test_spec_table.py fails), write this text to
-    gateway/p1/spec_table.py and `ruff format` it (REGENERATE is the command).
-    """
-    lines = [
-        '"""dsmr_parser\'s telegram specifications as plain rows, so that the daemon need not',
-        "import dsmr_parser (whose parsers module loads cryptography and dlms_cosem).",
-        "",
-        "Generated by `gateway.p1.specs.render_spec_table`; do not edit. `spec_rows` uses it",
-        "only while DSMR_SOURCES_SHA256 matches the installed dsmr_parser's sources, and reads",
-        "dsmr_parser itself otherwise; tests/p1/test_spec_table.py checks it against dsmr_parser.",
-        '"""',
-        "",
-        "from __future__ import annotations",
-        "",
-        "from typing import TYPE_CHECKING",
-        "",
-        "if TYPE_CHECKING:",
-        "    from gateway.p1.specs import SpecRow",
-        "",
-        f"DSMR_SOURCES_SHA256 = {dsmr_sources_digest()!r}",
-        "",
-        "SPECS: dict[str, tuple[SpecRow, ...]] = {",
-    ]
-    for spec, rows in describe_dsmr_specs().items():
-        lines.append(f"    {spec!r}: (")
-        lines.extend(f"        {row!r}," for row in rows)
-        lines.append("    ),")
-    lines.append("}")
-    return "\n".join(lines) + "\n"

@@ -17,10 +17,10 @@ lingers `linger()` seconds after reading, so the PUBACKs of several telegrams ar
 wake-up instead of one each.
 
 paho reads a packet with three `recv` calls (its first byte, its length, its rest) and builds
-two ReasonCode objects and a Properties for every PUBACK. `_Client` serves paho's reads from one
-large read of the socket, and decodes a PUBACK without properties itself, handing paho's own
-`_do_on_publish` a shared ReasonCode per code value: a quarter fewer instructions per telegram.
-Anything else (a PUBACK with properties or an unknown code, every other packet) is paho's.
+two ReasonCode objects and a Properties for every PUBACK; it packs a PUBLISH's properties anew
+on every send. `gateway.publish._paho` holds our fast paths for these (one large read, PUBACKs
+decoded with shared reason codes, user properties packed once): everything of ours that relies
+on paho's private names is there, and this module uses paho's public API only.
 
 Callbacks do almost nothing: they set flags, append acks, and put the rare connection events on
 a queue for the publisher's writer thread (never taking the publisher's lock: paho calls
@@ -48,11 +48,10 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
-from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
-from paho.mqtt.reasoncodes import ReasonCode
 
 from gateway.errors import BrokerError
+from gateway.publish._paho import FastClient, PackedProperties, puback_outcome
 from gateway.publish.settings import MqttSettings
 from gateway.threadnames import name_this_thread
 
@@ -77,39 +76,9 @@ CONNECTED_BUDGET_S = 10.0
 NETWORK_TICK_S = 1.0
 #: After an unexpected error in the network loop, pause this long before going on.
 LOOP_ERROR_PAUSE_S = 0.1
-#: What one read from the broker's socket asks for: every packet already there, at once.
-RECV_CHUNK = 65536
 
 
-@dataclass(frozen=True, slots=True)
-class _PubackReason:
-    """A PUBACK reason code met before: paho's object (shared) and what `Acked` needs of it."""
-
-    reason: ReasonCode
-    failure: bool
-    text: str
-
-
-#: PUBACK reason codes by value, built once each: paho builds two ReasonCode objects (each
-#: copying its name table) and a Properties for every PUBACK, and `str()` looks the name up.
-_PUBACK_REASONS: dict[int, _PubackReason] = {}
-#: The properties of every PUBACK that carries none (shared: nothing changes it).
-_NO_PUBACK_PROPERTIES = Properties(PacketTypes.PUBACK)  # type: ignore[no-untyped-call]
-
-
-def _puback_reason(code: int) -> _PubackReason | None:
-    """The shared reason of a PUBACK code, or None for a code MQTT does not define."""
-    known = _PUBACK_REASONS.get(code)
-    if known is None:
-        try:
-            reason = ReasonCode(PacketTypes.PUBACK, identifier=code)
-        except (KeyError, ValueError):  # paho says ValueError (2.x) for an unknown code
-            return None
-        known = _PUBACK_REASONS[code] = _PubackReason(reason, reason.is_failure, str(reason))
-    return known
-
-
-class _Client(mqtt.Client):
+class LinkClient(FastClient):
     """paho's client for our own network thread: writes serialised, loop iterations noted."""
 
     loop_progress: float = 0.0
@@ -118,51 +87,6 @@ class _Client(mqtt.Client):
         super().__init__(*args, **kwargs)
         self.io_lock = threading.RLock()
         """Held around every paho call that can write to the socket (see the module doc)."""
-        self._rx = b""
-        """The last read from the broker's socket; paho takes it from `_rx_pos` on."""
-        self._rx_pos = 0
-        self._rx_sock: Any = None
-        """The socket `_rx` came from (a reconnect's new socket drops what is left)."""
-
-    def buffered(self) -> int:
-        """Bytes read from the broker's socket that paho has not taken yet."""
-        if self._rx_sock is not self._sock:
-            return 0
-        return max(0, len(self._rx) - self._rx_pos)
-
-    def _sock_recv(self, bufsize: int) -> bytes:
-        """paho's socket read, served from one large read.
-
-        paho reads a packet as its first byte, its length and its rest: three `recv` calls for
-        each PUBACK. One `recv` of RECV_CHUNK takes every packet already there; paho's calls
-        are then slices of it. paho's errors (BlockingIOError when nothing is there, OSError,
-        an empty read at EOF) come only from the real read, as before.
-        """
-        rx, pos = self._rx, self._rx_pos
-        if pos < len(rx) and self._rx_sock is self._sock:
-            self._rx_pos = pos + bufsize
-            return rx[pos : pos + bufsize]
-        data = super()._sock_recv(RECV_CHUNK)
-        if len(data) <= bufsize:
-            self._rx, self._rx_pos = b"", 0
-            return data
-        self._rx, self._rx_pos, self._rx_sock = data, bufsize, self._sock
-        return data[:bufsize]
-
-    def _handle_pubackcomp(self, cmd: Any) -> MQTTErrorCode:
-        """A PUBACK without properties, decoded without new objects; anything else: paho's."""
-        packet = self._in_packet["packet"]
-        size = len(packet)
-        if cmd != "PUBACK" or not 2 <= size <= (3 if self._protocol == mqtt.MQTTv5 else 2):
-            return super()._handle_pubackcomp(cmd)
-        known = _puback_reason(packet[2] if size == 3 else 0)
-        if known is None:  # paho reports the malformed packet
-            return super()._handle_pubackcomp(cmd)
-        mid = packet[0] << 8 | packet[1]
-        with self._out_message_mutex:
-            if mid in self._out_messages:
-                return self._do_on_publish(mid, known.reason, _NO_PUBACK_PROPERTIES)
-        return MQTTErrorCode.MQTT_ERR_SUCCESS
 
     def loop_write(self) -> MQTTErrorCode:
         """paho's write, serialised: a publishing thread and the network thread may both write."""
@@ -173,52 +97,6 @@ class _Client(mqtt.Client):
         """Record that the loop iterated, then do paho's work (keep-alive)."""
         self.loop_progress = time.monotonic()
         return super().loop_misc()
-
-
-#: A PUBLISH Properties whose tables the packed ones share (building them is the slow part).
-_PUBLISH_PROPERTIES = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-_USER_PROPERTY = b"\x26"
-
-
-def _variable_byte_integer(n: int) -> bytes:
-    """MQTT's Variable Byte Integer (7 bits a byte, low first, bit 7 = more follow)."""
-    out = bytearray()
-    while True:
-        n, byte = divmod(n, 128)
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def pack_user_properties(pairs: tuple[tuple[str, str], ...]) -> bytes:
-    """MQTT 5 PUBLISH properties holding only user properties, packed as paho packs them."""
-    body = bytearray()
-    for key, value in pairs:
-        body += _USER_PROPERTY
-        for text in (key, value):
-            data = text.encode("utf-8")
-            if len(data) > 0xFFFF:
-                raise ValueError(f"user property text of {len(data)} bytes (at most 65535)")
-            body += len(data).to_bytes(2, "big") + data
-    return _variable_byte_integer(len(body)) + bytes(body)
-
-
-class _PackedProperties(Properties):
-    """PUBLISH user properties packed once, by `pack_user_properties`: paho would build its
-    name tables for every Properties and pack them again on every send (~150 string
-    replacements a telegram). paho's publish only calls `pack()` and keeps the object."""
-
-    _packed: bytes
-
-    def __init__(self, user_properties: tuple[tuple[str, str], ...]) -> None:
-        # Properties.__setattr__ accepts property names only: bypass it.
-        self.__dict__.update(_PUBLISH_PROPERTIES.__dict__)
-        object.__setattr__(self, "UserProperty", list(user_properties))
-        object.__setattr__(self, "_packed", pack_user_properties(user_properties))
-
-    def pack(self) -> bytes:
-        """The packed form, computed once."""
-        return self._packed
 
 
 @dataclass(frozen=True, slots=True)
@@ -330,7 +208,7 @@ class MqttLink:
         """Called by the network thread, outside paho's locks, when `acks` is not empty."""
         self.linger: Callable[[], float] = lambda: 0.0
         """Seconds the network thread may wait after a read before reading again."""
-        self._client: _Client | None = None
+        self._client: LinkClient | None = None
         self._thread: threading.Thread | None = None
         self._halt = threading.Event()
         self._retry_delay: float | None = None
@@ -342,11 +220,11 @@ class MqttLink:
 
     # --- set-up ------------------------------------------------------------------------
 
-    def _build(self) -> _Client:
+    def _build(self) -> LinkClient:
         """A configured paho client (TLS, credentials, will, bounds, callbacks), not connected."""
         s = self.settings
         v5 = self.protocol == "5"
-        client = _Client(
+        client = LinkClient(
             CallbackAPIVersion.VERSION2,
             client_id=self.client_id,
             protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
@@ -376,7 +254,7 @@ class MqttLink:
         # No on_log: paho would format every packet's log line (and its properties) for it.
         return client
 
-    def _connect(self, client: _Client) -> None:
+    def _connect(self, client: LinkClient) -> None:
         """connect_async (nothing is sent yet) and start the network thread, which connects."""
         s = self.settings
         try:
@@ -389,7 +267,7 @@ class MqttLink:
         self._retry_delay = None
         self._start_thread(client)
 
-    def _start_thread(self, client: _Client) -> None:
+    def _start_thread(self, client: LinkClient) -> None:
         """Start a network thread for `client` (the caller holds `_lock`)."""
         self._halt = threading.Event()
         self._thread = threading.Thread(
@@ -450,7 +328,7 @@ class MqttLink:
             while os.read(self._wake_r, 4096):
                 pass
 
-    def _network(self, client: _Client, halt: threading.Event) -> None:
+    def _network(self, client: LinkClient, halt: threading.Event) -> None:
         """The network thread: connect with backoff, then read, write and keep alive."""
         name_this_thread("p1gw-mqtt")
         while not halt.is_set():
@@ -467,7 +345,7 @@ class MqttLink:
                     )
                 halt.wait(LOOP_ERROR_PAUSE_S)
 
-    def _connect_once(self, client: _Client, halt: threading.Event) -> None:
+    def _connect_once(self, client: LinkClient, halt: threading.Event) -> None:
         """One connection attempt, after the backoff when an earlier one failed or was lost."""
         delay = self._retry_delay
         if halt.is_set() or (delay is not None and halt.wait(delay)):
@@ -482,7 +360,7 @@ class MqttLink:
         except (OSError, ssl.SSLError, ValueError):
             self._on_connect_fail(client, None)
 
-    def _serve_once(self, client: _Client, halt: threading.Event) -> None:
+    def _serve_once(self, client: LinkClient, halt: threading.Event) -> None:
         """Wait for the broker (or a wake-up), then read, write what is left, and keep alive."""
         sock = client.socket()
         if sock is None:
@@ -601,11 +479,7 @@ class MqttLink:
         try:
             self.last_progress = self._monotonic()
             code = _code(reason_code)
-            known = _PUBACK_REASONS.get(code)
-            if known is not None and known.reason is reason_code:  # our decoding's shared one
-                failure, text = known.failure, known.text
-            else:
-                failure, text = bool(getattr(reason_code, "is_failure", False)), str(reason_code)
+            failure, text = puback_outcome(code, reason_code)
             self.acks.append(Acked(self.generation, mid, failure, code, text))
         except Exception as exc:
             self._failed("on_publish", exc)
@@ -630,7 +504,7 @@ class MqttLink:
             key = tuple(user_properties)
             if key != self._props_key or self._props is None:
                 # Building paho Properties is slow; a telegram and its raw twin share theirs.
-                self._props_key, self._props = key, _PackedProperties(key)
+                self._props_key, self._props = key, PackedProperties(key)
             props = self._props
         with client.io_lock:
             info = client.publish(topic, payload, qos=qos, retain=retain, properties=props)
@@ -663,6 +537,11 @@ class MqttLink:
                 if sock is not None:
                     with contextlib.suppress(OSError, ValueError):
                         sock.setsockopt(socket.IPPROTO_TCP, _TCP_CORK, 0)  # type: ignore[attr-defined]
+
+    @property
+    def client(self) -> LinkClient | None:
+        """paho's client of the current connection; None before `start()` (tests, diagnostics)."""
+        return self._client
 
     def progress_time(self) -> float:
         """When the network loop last made progress (monotonic seconds).

@@ -484,8 +484,8 @@ def test_the_line_memo_stays_bounded_and_right(monkeypatch: pytest.MonkeyPatch) 
             "1-0:1.8.1(000301.548*kWh)",
         )
         warm = decode(raw)
-        for young_and_old in decoder._MEMOS.values():
-            assert all(len(generation) <= 8 + 5 for generation in young_and_old)
+        sizes = decoder.memo_sizes()
+        assert sizes and all(size <= 8 + 5 for size in sizes)
         clear_caches()
         assert decode(raw) == warm
         assert warm["1-0:1.7.0"]["value"] == Decimal(f"{step}.123")

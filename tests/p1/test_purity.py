@@ -3,13 +3,31 @@
 from __future__ import annotations
 
 import ast
+import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import gateway.p1
 
 P1_DIR = Path(gateway.p1.__file__).parent
-FORBIDDEN_MODULES = {"time", "logging", "io", "os", "pathlib", "socket", "serial", "sqlite3"}
+FORBIDDEN_MODULES = {
+    "time",
+    "logging",
+    "io",
+    "os",
+    "pathlib",
+    "socket",
+    "serial",
+    "sqlite3",
+    "importlib",
+    "hashlib",
+    "subprocess",
+    "shutil",
+    "tempfile",
+    "mmap",
+}
 FORBIDDEN_CALLS = {"open", "print", "input"}
 CLOCK_ATTRIBUTES = {"now", "today", "utcnow", "monotonic", "perf_counter", "time_ns"}
 GREP_PATTERNS = [
@@ -60,3 +78,46 @@ def test_the_words_themselves_do_not_appear_as_code() -> None:
             code = line.split("#", 1)[0]
             for pattern in GREP_PATTERNS:
                 assert not pattern.search(code), f"{path.name}:{number}: {line.strip()}"
+
+
+#: Run in a fresh interpreter: import gateway.p1 and plan a code under every spec, noting every
+#: file opened (the audit hook sees the import system's reads too) and the modules loaded.
+_WATCH_FILES = """
+import json, os, sys
+opened = []
+def hook(event, args):
+    if event == "open" and isinstance(args[0], (str, bytes, os.PathLike)):
+        opened.append(os.fsdecode(args[0]))
+    elif event in ("os.listdir", "os.scandir", "subprocess.Popen", "socket.connect"):
+        opened.append(f"{event}:{args[0]!r}")
+sys.addaudithook(hook)
+import gateway.p1
+from gateway.p1.specs import plan_for
+for name in gateway.p1.SPEC_NAMES:
+    gateway.p1.check_spec_name(name)
+    plan_for(name, "1-0:1.8.1")
+sys.addaudithook(lambda *a: None)
+modules = [getattr(m, "__file__", None) for m in list(sys.modules.values())]
+print(json.dumps({"opened": opened, "modules": [f for f in modules if f]}))
+"""
+
+
+def test_importing_p1_reads_no_file_but_its_own_modules() -> None:
+    """`import gateway.p1` and planning every spec open only the code of modules they import."""
+    done = subprocess.run(
+        [sys.executable, "-c", _WATCH_FILES], capture_output=True, text=True, timeout=60, check=True
+    )
+    seen = json.loads(done.stdout)
+    modules = {Path(f).resolve() for f in seen["modules"]}
+    code = modules | {Path(f).resolve().parent for f in seen["modules"]}  # a package's folder
+    strays = []
+    for item in seen["opened"]:
+        if item.startswith("os.listdir:") or item.startswith("os.scandir:"):
+            continue  # the import system lists sys.path folders to find modules
+        path = Path(item).resolve()
+        if path.suffix == ".pyc" and path.parent.name == "__pycache__":
+            path = path.parent.parent / (path.name.split(".", 1)[0] + ".py")
+        if path not in code:
+            strays.append(item)
+    assert any("gateway/p1/_spec_table" in f for f in seen["modules"])
+    assert strays == [], f"files read that no imported module is made of: {strays}"

@@ -2,37 +2,75 @@
 
 from __future__ import annotations
 
+import ast
+import importlib.util
 import subprocess
 import sys
+from pathlib import Path
+from types import ModuleType
 
 import pytest
 
 from gateway.errors import DecodeError
-from gateway.p1 import spec_table, specs
-from gateway.p1.specs import Kind, check_spec_name, describe_dsmr_specs, plan_for
+from gateway.p1 import SPEC_NAMES, _spec_table
+from gateway.p1.specs import Kind, check_spec_name, plan_for
+
+REPO = Path(__file__).resolve().parents[2]
+TOOL = REPO / "tools" / "regen_spec_table.py"
+TABLE = Path(_spec_table.__file__)
 
 
-def test_the_shipped_table_is_what_the_installed_dsmr_parser_defines() -> None:
-    """Rows and digest match dsmr_parser (after an upgrade, regenerate: specs.REGENERATE)."""
-    assert describe_dsmr_specs() == spec_table.SPECS, specs.REGENERATE
-    assert specs.dsmr_sources_digest() == spec_table.DSMR_SOURCES_SHA256, specs.REGENERATE
+@pytest.fixture(scope="module")
+def regen() -> ModuleType:
+    """tools/regen_spec_table.py, loaded as a module (tools/ is not a package)."""
+    spec = importlib.util.spec_from_file_location("regen_spec_table", TOOL)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def test_the_rows_come_from_the_table_while_the_digest_matches() -> None:
-    """spec_rows returns the shipped table itself, not a fresh reading of dsmr_parser."""
-    assert specs.spec_rows() is spec_table.SPECS
+def test_the_shipped_table_is_what_the_installed_dsmr_parser_defines(regen) -> None:
+    """Rows and digest match dsmr_parser (after an upgrade: python tools/regen_spec_table.py)."""
+    assert regen.describe_dsmr_specs() == _spec_table.SPECS, "run tools/regen_spec_table.py"
+    assert regen.dsmr_sources_digest() == _spec_table.DSMR_SOURCES_SHA256
 
 
-def test_a_digest_mismatch_reads_dsmr_parser_itself(monkeypatch: pytest.MonkeyPatch) -> None:
-    """When the sources differ from the table's, the rows are read from dsmr_parser."""
-    monkeypatch.setattr(spec_table, "DSMR_SOURCES_SHA256", "0" * 64)
-    specs.spec_rows.cache_clear()
-    try:
-        rows = specs.spec_rows()
-        assert rows is not spec_table.SPECS
-        assert rows == spec_table.SPECS
-    finally:
-        specs.spec_rows.cache_clear()
+def test_the_shipped_table_is_the_tools_output_to_the_byte(regen) -> None:
+    """Regenerated in memory, the table's text is the file's: nobody edited it by hand."""
+    assert regen.render() == TABLE.read_text(encoding="utf-8"), "run tools/regen_spec_table.py"
+
+
+def test_the_tool_writes_the_table_and_finds_a_stale_one(regen, tmp_path: Path) -> None:
+    """The tool writes what is shipped; --check passes on it and fails on a changed copy."""
+    written = tmp_path / "table.py"
+    assert regen.main(["--output", str(written)]) == 0
+    assert written.read_text(encoding="utf-8") == TABLE.read_text(encoding="utf-8")
+    assert regen.main(["--check", "--output", str(written)]) == 0
+    written.write_text(written.read_text(encoding="utf-8").replace('"V5"', '"V6"'))
+    assert regen.main(["--check", "--output", str(written)]) == 1
+
+
+def test_the_tool_runs_as_a_script() -> None:
+    """`python tools/regen_spec_table.py --check` from another folder: the table is current."""
+    done = subprocess.run(
+        [sys.executable, str(TOOL), "--check"],
+        cwd=TOOL.parents[2],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "current" in done.stdout
+
+
+def test_the_table_owns_its_types_and_imports_nothing() -> None:
+    """The generated module has no import at all: it defines SpecRow itself."""
+    tree = ast.parse(TABLE.read_text(encoding="utf-8"))
+    imports = [node for node in ast.walk(tree) if isinstance(node, ast.Import | ast.ImportFrom)]
+    assert imports == []
+    assert _spec_table.SpecRow is not None
+    assert sorted(_spec_table.SPECS) == list(SPEC_NAMES)
 
 
 def test_spec_names_are_checked_without_dsmr_parser() -> None:
@@ -73,4 +111,4 @@ def test_decoding_planning_does_not_import_the_crypto_stack() -> None:
         "assert frames and [decode_telegram(f.raw) for f in frames]"
     )
     assert "gateway" in loaded
-    assert not loaded & {"cryptography", "dlms_cosem", "asn1crypto"}
+    assert not loaded & {"cryptography", "dlms_cosem", "asn1crypto", "dsmr_parser"}

@@ -143,7 +143,8 @@ def test_a_dead_network_thread_is_restarted(broker, probe, publisher, spool_dir:
     pub = publisher(settings(spool_dir, broker), all_day("acme"))
     assert wait_until(lambda: pub.status().connected, 10)
     assert pub.liveness().ok()
-    client = pub.link._client
+    client = pub.link.client
+    assert client is not None
     original = client.loop_misc
 
     def ends_the_thread() -> None:
@@ -152,7 +153,7 @@ def test_a_dead_network_thread_is_restarted(broker, probe, publisher, spool_dir:
         raise SystemExit("network thread ends")
 
     client.loop_misc = ends_the_thread
-    pub.link._wake()
+    pub.link.hurry()  # wakes the network thread now
     assert wait_until(lambda: pub.status().counters.paho_restarts == 1, 10)
     assert wait_until(lambda: pub.liveness().network_thread_alive, 5)
     pub.submit_telegram("v5", make_telegram(1), time.monotonic_ns(), time.time_ns())

@@ -6,19 +6,22 @@ import os
 import signal
 import socket
 import struct
+import threading
 import time
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
+import paho.mqtt.client as mqtt
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from gateway.publish import Publisher
-from gateway.publish.mqtt import _PackedProperties, pack_user_properties
+from gateway.publish._paho import PackedProperties, pack_user_properties
 from gateway.publish.publisher import ACK_LINGER_S, CONTROL_WINDOW, split_receive_maximum
 from gateway.publish.spool import SpoolMessage
 from tests.publish.helpers import (
@@ -61,7 +64,7 @@ def test_publishing_writes_in_the_callers_thread(broker, probe, publisher, spool
     assert wait_until(lambda: pub.status().connected, 10)
     pub.submit_telegram("v5", make_telegram(0), time.monotonic_ns(), time.time_ns())
     assert tester.wait_for(lambda ms: len(telegrams(ms)) == 1, 10)  # seqs are reserved now
-    client = pub.link._client
+    client = pub.link.client
     assert client is not None
     with client.io_lock:  # the network thread can neither read nor write meanwhile
         pub.submit_telegram("v5", make_telegram(1), time.monotonic_ns(), time.time_ns())
@@ -141,7 +144,7 @@ def test_user_properties_are_packed_as_paho_packs_them(pairs: tuple[tuple[str, s
     reference = Properties(PacketTypes.PUBLISH)
     reference.UserProperty = list(pairs)
     assert pack_user_properties(pairs) == bytes(reference.pack())
-    packed = _PackedProperties(pairs)
+    packed = PackedProperties(pairs)
     assert packed.pack() == bytes(reference.pack())
     assert "UserProperty" in str(packed)
 
@@ -191,7 +194,7 @@ def test_a_telegrams_two_packets_leave_in_one_segment(
     pub.submit_telegram("v5", make_telegram(0), time.monotonic_ns(), time.time_ns())
     assert tester.wait_for(lambda ms: len(ms) == 2, 10)  # sent after the seq reservation
     assert pub.flush(5)
-    client = pub.link._client
+    client = pub.link.client
     assert client is not None and client.socket() is not None
     sock = client.socket()
     count = 10
@@ -204,18 +207,62 @@ def test_a_telegrams_two_packets_leave_in_one_segment(
 
 
 def messages_out_at_each_publish(pub: Publisher, monkeypatch: Any) -> list[int]:
-    """A list that gets, before each of `pub`'s publishes, how many messages of either kind are
-    out unacknowledged (the link's publish is called under the publisher's lock)."""
+    """A list that gets, before each of `pub`'s publishes, how many of its messages of either
+    kind the broker has not acknowledged yet, as the link sees them: published, no PUBACK read."""
     out: list[int] = []
+    lock = threading.Lock()
+    unacked: set[int] = set()
+    acked_first: set[int] = set()  # a PUBACK read before its publish() returned
+    client = pub.link.client
+    assert client is not None
+    on_publish = client.on_publish
     publish = pub.link.publish
+
+    def counting_ack(c: Any, userdata: Any, mid: int, *rest: Any) -> None:
+        """Note the PUBACK, then let the link take it."""
+        with lock:
+            if mid in unacked:
+                unacked.discard(mid)
+            else:
+                acked_first.add(mid)
+        on_publish(c, userdata, mid, *rest)
 
     def counting(*args: Any, **kwargs: Any) -> Any:
         """Note the count, then publish."""
-        out.append(len(pub._inflight) + len(pub._control_inflight))
-        return publish(*args, **kwargs)
+        with lock:
+            out.append(len(unacked))
+        result = publish(*args, **kwargs)
+        with lock:
+            if result.accepted and result.mid in acked_first:
+                acked_first.discard(result.mid)
+            elif result.accepted:
+                unacked.add(result.mid)
+        return result
 
+    client.on_publish = counting_ack
     monkeypatch.setattr(pub.link, "publish", counting)
     return out
+
+
+def receive_maximum_of(broker: MosquittoBroker) -> int | None:
+    """The Receive Maximum `broker` says in its CONNACK to an MQTT 5 client."""
+    said: list[int | None] = []
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client.username_pw_set("observer", PASSWORDS["observer"])
+
+    def on_connect(c: Any, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
+        """Note what the CONNACK says."""
+        said.append(getattr(properties, "ReceiveMaximum", None))
+
+    client.on_connect = on_connect
+    client.connect(broker.host, broker.port)
+    client.loop_start()
+    try:
+        assert wait_until(lambda: bool(said), 10)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    return said[0]
 
 
 def test_the_broker_receive_maximum_is_shared_by_telegrams_and_control_messages() -> None:
@@ -237,13 +284,13 @@ def test_a_receive_maximum_of_one_has_one_message_out_of_either_kind(
     with MosquittoBroker(
         PASSWORDS, rigs=("rig-a",), extra_acl=EXTRA_ACL, extra_config="max_inflight_messages 1"
     ) as tight:
+        assert receive_maximum_of(tight) == 1  # what mosquitto says in CONNACK
         tester = MqttProbe(tight, "acme", PASSWORDS["acme"], ["p1/rig-a/slot/acme/#"]).start()
         watcher = MqttProbe(tight, "bravo", PASSWORDS["bravo"], ["p1/rig-a/health/#"]).start()
         pub = Publisher(settings(spool_dir, tight), all_day("acme"))
         pub.start()
         try:
             assert wait_until(lambda: pub.status().connected, 10)
-            assert pub._receive_maximum == 1  # what mosquitto said in CONNACK
             out = messages_out_at_each_publish(pub, monkeypatch)
             count = 20
             assert tight.proc is not None
