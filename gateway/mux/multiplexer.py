@@ -49,8 +49,8 @@ from gateway.mux.events import (
     PortUp,
 )
 from gateway.mux.health import HealthState, PortHealth, PortHealthSnapshot
-from gateway.mux.ports import OpenPort, open_port, poll_read, read_fd
 from gateway.mux.profile import PortConfig
+from gateway.mux.serial_io import OpenPort, open_port, poll_read, read_fd
 from gateway.p1 import Frame, Framer, FramerEvent
 from gateway.threadnames import name_this_thread
 
