@@ -415,8 +415,7 @@ class Multiplexer:
                 port.state.config.variant,
                 exc_info=received.framer_error,
             )
-        for event in received.events:
-            self._emit(port, event)
+        self._emit_all(port, received.events)
 
     def _emit(self, port: _Port, event: MuxEvent) -> None:
         """Hand one event to the consumer; its exceptions are counted, never fatal."""
@@ -576,16 +575,16 @@ class Multiplexer:
             self._emit_all(port, events)
             return
         port.open = opened
-        if opened.fd is not None:
-            assert self._epoll is not None
-            self._epoll.register(opened.fd, select.EPOLLIN)
-            self._by_fd[opened.fd] = port
-            port.armed = True
         with self._health_lock:
             events = state.opened(
                 now, wall, request_line_held=opened.request_line_held, polled=opened.fd is None
             )
             due = state.silent_due_ns()
+        if opened.fd is not None:
+            assert self._epoll is not None
+            self._epoll.register(opened.fd, select.EPOLLIN)
+            self._by_fd[opened.fd] = port
+            port.armed = True
         self._track(port)
         if due is not None:
             self._next_tick_ns = min(self._next_tick_ns, due)

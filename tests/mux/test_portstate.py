@@ -37,6 +37,7 @@ from gateway.mux import (
 )
 from gateway.mux.coalesce import MIN_SAMPLES, byte_time_ns
 from gateway.mux.portstate import Phase, PortState, Timings, Visit
+from gateway.p1 import Framer, FramerEvent
 
 S = 1_000_000_000
 MS = 1_000_000
@@ -385,6 +386,28 @@ def test_paced_frames_park_the_port_until_shortly_before_the_frame_ends() -> Non
     off = _port(spec="V5", timings=Timings(coalesce_guard_ns=None))
     _open(off, T0)
     assert [_paced(off, T0 + i * S) for i in range(2 * MIN_SAMPLES)] == [0] * 2 * MIN_SAMPLES
+
+
+def test_a_framer_that_raises_is_reset_and_reading_goes_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A framer bug on one read: the error is handed back, the partial frame forgotten without
+    a report, and the next telegram framed as ever."""
+    port = _port(spec="V5")
+    _open(port, T0)
+    _read(port, V5[:300], T0)
+    real = Framer.feed
+
+    def feed(self: Framer, data: bytes) -> list[FramerEvent]:
+        """The real framer, except on one poisoned read."""
+        if data == b"poison":
+            raise ValueError("framer bug")
+        return real(self, data)
+
+    monkeypatch.setattr(Framer, "feed", feed)
+    failed = port.received(b"poison", T0 + MS, WALL0)
+    assert isinstance(failed.framer_error, ValueError) and failed.events == []
+    assert port.pending == 0
+    (frame,) = _read(port, V5, T0 + 2 * MS)
+    assert isinstance(frame, FrameReceived) and frame.frame.raw == V5
 
 
 def test_consumer_failures_are_counted_per_port() -> None:
