@@ -26,8 +26,8 @@ from gateway.mux.health import (
     PortHealthSnapshot,
 )
 from gateway.mux.multiplexer import ApplyPlan, Consumer, LoopProgress, Multiplexer
-from gateway.mux.ports import OpenPort, open_port
 from gateway.mux.profile import PortConfig, SerialProfile, resolve_profile
+from gateway.mux.serial_io import OpenPort, open_port
 
 __all__ = [
     "ApplyPlan",

@@ -15,7 +15,8 @@ seconds on an unreachable host, and the other ports must not stall meanwhile. A 
 closed at once and reopened by its configured name with backoff (0.1 s doubling to 1 s); while
 a device path is missing, its presence is checked every 50 ms so a replugged device is
 reopened at once; after 30 s missing, every 0.5 s (a rig may stand with a meter unplugged for
-days).
+days). Those decisions, framing, health and the events they make are each port's `PortState`
+(`gateway.mux.portstate`, pure); this module is the IO around it: epoll, the pool, the locks.
 
 `apply(configs)` may be called from any thread: the loop picks the new set up through the
 wake-up pipe and touches only ports that were added, removed or changed; an unchanged port
@@ -35,23 +36,19 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from types import TracebackType
 
-from gateway.errors import PortLostError, PortOpenError
-from gateway.mux.coalesce import ReadCoalescer, byte_time_ns
-from gateway.mux.events import (
-    FrameDropped,
-    FrameReceived,
-    MuxEvent,
-    PortClosed,
-    PortLost,
-    PortOpened,
-    PortOpenFailed,
-    PortSilent,
-    PortUp,
-)
-from gateway.mux.health import HealthState, PortHealth, PortHealthSnapshot
-from gateway.mux.ports import OpenPort, open_port, poll_read, read_fd
+from gateway.errors import PortLostError
+from gateway.mux.events import MuxEvent
+from gateway.mux.health import PortHealthSnapshot
+from gateway.mux.portstate import PortState, Received, Timings, Visit
 from gateway.mux.profile import PortConfig
-from gateway.p1 import Frame, Framer, FramerEvent
+from gateway.mux.serial_io import (
+    OpenPort,
+    describe_open_failure,
+    open_port,
+    path_missing,
+    poll_read,
+    read_fd,
+)
 from gateway.threadnames import name_this_thread
 
 log = logging.getLogger(__name__)
@@ -59,7 +56,6 @@ log = logging.getLogger(__name__)
 Consumer = Callable[[MuxEvent], None]
 Opener = Callable[[PortConfig], OpenPort]
 
-_IDLE, _OPENING, _OPEN, _WAITING = "idle", "opening", "open", "waiting"
 #: A parked port due within this much is read along with what woke the loop (epoll's timeout
 #: has a 1 ms resolution anyway).
 _PARK_SLACK_NS = 1_000_000
@@ -89,69 +85,17 @@ class LoopProgress:
 
 
 class _Port:
-    """The loop's private state for one variant's port."""
+    """The loop's handle on one variant's port: its pure state, and the IO that goes with it."""
 
-    __slots__ = (
-        "armed",
-        "coalescer",
-        "config",
-        "consumer_errors_logged",
-        "failures",
-        "framer",
-        "generation",
-        "health",
-        "last_failure",
-        "missing_since_ns",
-        "next_check_ns",
-        "open",
-        "park_until_ns",
-        "phase",
-        "retry_at_ns",
-        "was_lost",
-    )
+    __slots__ = ("armed", "open", "park_until_ns", "state")
 
-    def __init__(self, config: PortConfig, health: PortHealth, guard_ns: int | None) -> None:
-        self.config = config
-        self.health = health
-        self.framer = _framer_for(config)
-        self.coalescer = _coalescer_for(config, guard_ns)
+    def __init__(self, state: PortState) -> None:
+        self.state = state
+        self.open: OpenPort | None = None
         self.armed = False
         """Whether the descriptor is registered for readability (False: parked, or none)."""
         self.park_until_ns = 0
         """When to read the parked descriptor directly; 0 when not parked."""
-        self.open: OpenPort | None = None
-        self.phase = _IDLE
-        self.generation = 0
-        self.retry_at_ns = 0
-        self.next_check_ns = 0
-        self.failures = 0
-        self.last_failure: str | None = None
-        self.missing_since_ns: int | None = None
-        """While waiting: when the port's path was first found missing; None: it is there."""
-        self.was_lost = False
-        self.consumer_errors_logged = 0
-
-
-def _framer_for(config: PortConfig) -> Framer:
-    """A fresh framer with the port's frame bound and parity stripping."""
-    return Framer(max_frame_size=config.max_frame_size, strip_parity=config.profile.strip_parity)
-
-
-def _path_missing(config: PortConfig) -> bool:
-    """Whether the port's device path is not there: nothing can open it until it appears, so it
-    is watched, not retried. A path that is there but does not open (busy, no permission,
-    ENODEV or ENXIO: no device behind the node) is retried on the backoff instead."""
-    return config.is_device_path and not os.path.exists(config.url)
-
-
-def _coalescer_for(config: PortConfig, guard_ns: int | None) -> ReadCoalescer | None:
-    """The port's read coalescer, at its line's byte rate; None when coalescing is off."""
-    if guard_ns is None:
-        return None
-    p = config.profile
-    return ReadCoalescer(
-        guard_ns=guard_ns, byte_ns=byte_time_ns(p.baudrate, p.bytesize, p.parity, p.stopbits)
-    )
 
 
 class Multiplexer:
@@ -179,18 +123,18 @@ class Multiplexer:
         name: str = "p1-mux",
     ) -> None:
         self._consumer = consumer
-        self._reopen_initial_ns = int(reopen_initial_s * 1e9)
-        self._reopen_max_ns = int(reopen_max_s * 1e9)
-        self._tick_ns = int(tick_s * 1e9)
-        self._poll_ns = int(poll_interval_s * 1e9)
-        self._presence_ns = int(presence_check_s * 1e9)
-        # A whole number of fast checks, so that the slow grid's points are on the fast grid's.
-        self._presence_slow_ns = self._presence_ns * max(
-            1, round(presence_slow_s / presence_check_s)
+        self._timings = Timings.of(
+            reopen_initial_s=reopen_initial_s,
+            reopen_max_s=reopen_max_s,
+            poll_interval_s=poll_interval_s,
+            presence_check_s=presence_check_s,
+            presence_slow_s=presence_slow_s,
+            presence_slow_after_s=presence_slow_after_s,
+            coalesce=coalesce,
+            coalesce_guard_s=coalesce_guard_s,
         )
-        self._presence_slow_after_ns = int(presence_slow_after_s * 1e9)
+        self._tick_ns = int(tick_s * 1e9)
         self._read_size = read_size
-        self._guard_ns: int | None = int(coalesce_guard_s * 1e9) if coalesce else None
         self._open_workers = open_workers
         self._opener = opener
         self._mono = monotonic_ns
@@ -301,7 +245,7 @@ class Multiplexer:
         """Every port's health now, frozen, keyed by variant."""
         now = self._mono()
         with self._health_lock:
-            return {v: p.health.snapshot(now) for v, p in self._ports.items()}
+            return {v: p.state.snapshot(now) for v, p in self._ports.items()}
 
     def progress(self) -> LoopProgress:
         """The reader loop's liveness: iterations and the time of the last one."""
@@ -325,14 +269,12 @@ class Multiplexer:
     def framer_pending(self, variant: str) -> int:
         """How many bytes of an unfinished frame the port's framer holds (diagnostics)."""
         port = self._ports.get(variant)
-        return 0 if port is None else port.framer.pending
+        return 0 if port is None else port.state.pending
 
     def next_presence_check(self, variant: str) -> int | None:
         """The monotonic time a missing port's path is checked next (diagnostics), else None."""
         port = self._ports.get(variant)
-        if port is None or port.missing_since_ns is None or port.phase != _WAITING:
-            return None
-        return port.next_check_ns
+        return None if port is None else port.state.next_presence_check_ns()
 
     def parked_until(self, variant: str) -> int | None:
         """The monotonic time a parked port is read at next (diagnostics), None if not parked."""
@@ -392,11 +334,9 @@ class Multiplexer:
         for port in self._parked:
             due = min(due, port.park_until_ns)
         for port in self._attention:
-            if port.phase == _WAITING:
-                missing = port.missing_since_ns is not None
-                due = min(due, port.next_check_ns if missing else port.retry_at_ns)
-            else:
-                due = min(due, port.next_check_ns)
+            wakeup = port.state.wakeup_ns()
+            if wakeup is not None:
+                due = min(due, wakeup)
         return max(0.0, min(due - now, self._tick_ns) / 1e9)
 
     def _drain_wake(self) -> None:
@@ -422,45 +362,24 @@ class Multiplexer:
         opened = port.open
         if opened is None or opened.fd is None:
             return
+        config = port.state.config
         try:
-            data = read_fd(opened.fd, self._read_size, port.config.variant, port.config.url)
+            data = read_fd(opened.fd, self._read_size, config.variant, config.url)
         except PortLostError as exc:
-            if parked and exc.__cause__ is None:  # end of file without readiness: see above
-                self._count_read(port)
-                self._arm(port)
+            if not (parked and exc.__cause__ is None):
+                self._lose(port, str(exc))
                 return
-            self._lose(port, str(exc))
+            data = b""  # end of file without readiness: see above
+        mono, wall = (self._mono(), self._wall()) if data else (0, 0)
+        with self._health_lock:
+            received = port.state.received(data, mono, wall, ready_ns=ready_ns, parked=parked)
+        self._deliver(port, received)
+        if port.open is not opened:
             return
-        if not data:
-            self._count_read(port)
-            if parked:
-                self._arm(port)
-            return
-        mono = self._mono()
-        began_partial = port.framer.pending > 0
-        out = self._feed(port, data, mono, self._wall())
-        coalescer = port.coalescer
-        if coalescer is None or port.open is not opened:
-            return
-        sizes = [len(item.raw) for item in out if isinstance(item, Frame)]
-        until = coalescer.after_read(
-            min(mono, ready_ns) if ready_ns else mono,
-            len(data),
-            began_partial=began_partial,
-            pending=port.framer.pending,
-            frame_sizes=sizes,
-            dropped=len(sizes) < len(out),
-            parked=parked,
-        )
-        if until:
-            self._park(port, until)
+        if received.park_until_ns:
+            self._park(port, received.park_until_ns)
         elif not port.armed:
             self._arm(port)
-
-    def _count_read(self, port: _Port) -> None:
-        """Count a read that brought no bytes."""
-        with self._health_lock:
-            port.health.received(0, 0)
 
     def _park(self, port: _Port, until_ns: int) -> None:
         """Stop waking for the port's bytes until `until_ns` (a hang-up or error still wakes)."""
@@ -488,37 +407,15 @@ class Multiplexer:
             if port.park_until_ns and port.park_until_ns <= limit:
                 self._read(port, parked=True)
 
-    def _feed(self, port: _Port, data: bytes, mono: int, wall: int) -> list[FramerEvent]:
-        """Frame the bytes of one read, update health, and emit what they complete."""
-        framer = port.framer
-        variant = port.config.variant
-        noise_before = framer.counters.noise_bytes
-        try:
-            out = framer.feed(data)
-        except Exception:
-            log.exception("framer failed on %s; resetting it", variant)
-            framer.reset()
-            if port.coalescer is not None:
-                port.coalescer.reset()
-            return []
-        events: list[MuxEvent] = []
-        with self._health_lock:
-            health = port.health
-            health.received(len(data), framer.counters.noise_bytes - noise_before)
-            for item in out:
-                if isinstance(item, Frame):
-                    change = health.telegram(
-                        crc_ok=item.crc_ok, raw=item.raw, monotonic_ns=mono, wall_ns=wall
-                    )
-                    if change is HealthState.UP:
-                        events.append(PortUp(variant, mono, wall))
-                    events.append(FrameReceived(variant, item, mono, wall))
-                else:
-                    health.dropped(item.reason.value)
-                    events.append(FrameDropped(variant, item.reason.value, item.size, mono))
-        for event in events:
-            self._emit(port, event)
-        return out
+    def _deliver(self, port: _Port, received: Received) -> None:
+        """Emit what a read's bytes completed; log a framer that failed on them."""
+        if received.framer_error is not None:
+            log.error(
+                "framer failed on %s; resetting it",
+                port.state.config.variant,
+                exc_info=received.framer_error,
+            )
+        self._emit_all(port, received.events)
 
     def _emit(self, port: _Port, event: MuxEvent) -> None:
         """Hand one event to the consumer; its exceptions are counted, never fatal."""
@@ -526,16 +423,19 @@ class Multiplexer:
             self._consumer(event)
         except Exception:
             with self._health_lock:
-                port.health.consumer_error()
-            port.consumer_errors_logged += 1
-            n = port.consumer_errors_logged
+                n = port.state.consumer_failed()
             if n <= 3 or n % 1000 == 0:
                 log.exception(
                     "consumer raised on %s event of %s (%d so far); reading goes on",
                     type(event).__name__,
-                    port.config.variant,
+                    port.state.config.variant,
                     n,
                 )
+
+    def _emit_all(self, port: _Port, events: Iterable[MuxEvent]) -> None:
+        """Hand a port's events to the consumer in order."""
+        for event in events:
+            self._emit(port, event)
 
     # --- housekeeping -------------------------------------------------------------------------
 
@@ -554,44 +454,22 @@ class Multiplexer:
             self._opened(port, generation, opened, error)
         now = self._mono()
         for port in list(self._attention):
-            if port.phase == _OPEN:
-                if now >= port.next_check_ns:
-                    port.next_check_ns = now + self._poll_ns
-                    self._poll(port)
-            elif port.phase == _WAITING:
-                if port.missing_since_ns is not None:  # opened when it appears, not on a timer
-                    if now >= port.next_check_ns:
-                        port.next_check_ns = self._next_presence_check(port, now)
-                        if os.path.exists(port.config.url):
-                            self._start_open(port)
-                elif now >= port.retry_at_ns:
-                    self._start_open(port)
+            visit = port.state.visit(now)
+            if visit is Visit.POLL:
+                self._poll(port)
+            elif visit is Visit.OPEN or (
+                visit is Visit.CHECK_PRESENCE and not path_missing(port.state.config)
+            ):
+                self._start_open(port)
         if now >= self._next_tick_ns:
             self._next_tick_ns = self._tick(now)
 
-    def _presence_interval(self, port: _Port, now: int) -> int:
-        """How often a missing port's path is checked: every `presence_check_s` while it has
-        been missing less than `presence_slow_after_s` (a meter being swapped), then every
-        `presence_slow_s` (a rig left with a meter unplugged)."""
-        since = port.missing_since_ns
-        if since is not None and now - since >= self._presence_slow_after_ns:
-            return self._presence_slow_ns
-        return self._presence_ns
-
-    def _next_presence_check(self, port: _Port, now: int) -> int:
-        """The next presence check: on a grid shared by all ports, so that any number of
-        missing ports cost one wake-up per check, not one each (the slow grid's points are all
-        on the fast one's)."""
-        interval = self._presence_interval(port, now)
-        return (now // interval + 1) * interval
-
-    def _note_missing(self, port: _Port, now: int) -> None:
-        """Find out whether the port's path is missing, and since when."""
-        if not _path_missing(port.config):
-            port.missing_since_ns = None
-        elif port.missing_since_ns is None:
-            port.missing_since_ns = now
-        port.next_check_ns = self._next_presence_check(port, now)
+    def _track(self, port: _Port) -> None:
+        """Keep the port among those visited without readiness exactly while it needs it."""
+        if port.state.wakeup_ns() is None:
+            self._attention.discard(port)
+        else:
+            self._attention.add(port)
 
     def _tick(self, now: int) -> int:
         """Let health see time pass: report ports that fell silent; return when to tick next.
@@ -604,19 +482,12 @@ class Multiplexer:
         next_tick = now + self._tick_ns
         with self._health_lock:
             for port in self._ports.values():
-                health = port.health
-                due = health.silent_due_ns()
+                due = port.state.silent_due_ns()
                 if due is not None and due > now:
                     next_tick = min(next_tick, due)
                     continue
-                if health.tick(now) is HealthState.SILENT:
-                    silent = PortSilent(
-                        port.config.variant,
-                        round(health.quiet_s(now), 3),
-                        health.interval_s,
-                        now,
-                        wall,
-                    )
+                silent = port.state.tick(now, wall)
+                if silent is not None:
                     events.append((port, silent))
         for port, event in events:
             self._emit(port, event)
@@ -626,12 +497,15 @@ class Multiplexer:
         """Read a descriptor-less port's buffered bytes."""
         assert port.open is not None
         try:
-            data = poll_read(port.open, port.config.variant)
+            data = poll_read(port.open, port.state.config.variant)
         except PortLostError as exc:
             self._lose(port, str(exc))
             return
         if data:
-            self._feed(port, data, self._mono(), self._wall())
+            mono, wall = self._mono(), self._wall()
+            with self._health_lock:
+                received = port.state.received(data, mono, wall)
+            self._deliver(port, received)
 
     def _reconcile(self, desired: dict[str, PortConfig]) -> None:
         """Bring the open ports in line with the desired set, touching only what differs."""
@@ -645,40 +519,24 @@ class Multiplexer:
         for variant, config in desired.items():
             existing = self._ports.get(variant)
             if existing is None:
-                health = PortHealth(
-                    variant,
-                    url=config.url,
-                    spec=config.spec,
-                    interval_s=config.interval_s,
-                    now_ns=now,
-                )
-                port = _Port(config, health, self._guard_ns)
+                port = _Port(PortState(config, self._timings, now))
                 with self._health_lock:
                     self._ports[variant] = port
                 self._start_open(port)
-            elif existing.config != config:
+            elif existing.state.config != config:
                 port = existing
                 self._close(port, "changed", now, wall)
                 with self._health_lock:
-                    port.health.reconfigure(
-                        url=config.url, spec=config.spec, interval_s=config.interval_s
-                    )
-                port.config = config
-                port.framer = _framer_for(config)
-                port.coalescer = _coalescer_for(config, self._guard_ns)
-                port.failures = 0
-                port.last_failure = None
+                    port.state.reconfigure(config)
                 self._start_open(port)
 
     def _start_open(self, port: _Port) -> None:
         """Open the port in the pool; the loop gets the result through the wake-up pipe."""
         executor = self._executor
         assert executor is not None
-        port.generation += 1
-        port.phase = _OPENING
-        self._attention.discard(port)
-        generation = port.generation
-        config = port.config
+        generation = port.state.begin_open()
+        self._track(port)
+        config = port.state.config
 
         def attempt() -> None:
             opened: OpenPort | None = None
@@ -702,90 +560,44 @@ class Multiplexer:
         self, port: _Port, generation: int, opened: OpenPort | None, error: BaseException | None
     ) -> None:
         """Take the result of an open attempt: register the port, or schedule a retry."""
-        current = self._ports.get(port.config.variant) is port
-        if not current or generation != port.generation or port.phase != _OPENING:
+        state = port.state
+        current = self._ports.get(state.config.variant) is port
+        if not current or not state.expects(generation):
             if opened is not None:
                 opened.close()
             return
         now, wall = self._mono(), self._wall()
-        variant, url = port.config.variant, port.config.url
         if opened is None:
-            text = str(error) if isinstance(error, PortOpenError) else repr(error)
-            port.failures += 1
-            delay = min(self._reopen_initial_ns * 2 ** (port.failures - 1), self._reopen_max_ns)
-            port.phase = _WAITING
-            port.retry_at_ns = now + delay
-            self._note_missing(port, now)
-            self._attention.add(port)
+            missing = path_missing(state.config)
             with self._health_lock:
-                port.health.open_failed(now, text)
-            if port.failures == 1 or text != port.last_failure:
-                port.last_failure = text
-                self._emit(
-                    port,
-                    PortOpenFailed(
-                        variant,
-                        url,
-                        text,
-                        port.failures,
-                        (
-                            delay
-                            if port.missing_since_ns is None
-                            else self._presence_interval(port, now)
-                        )
-                        / 1e9,
-                        now,
-                        wall,
-                    ),
-                )
+                events = state.open_failed(now, wall, describe_open_failure(error), missing=missing)
+            self._track(port)
+            self._emit_all(port, events)
             return
         port.open = opened
-        port.phase = _OPEN
-        port.failures = 0
-        port.missing_since_ns = None
-        port.last_failure = None
-        port.framer.reset()
-        if port.coalescer is not None:
-            port.coalescer.reset()
-        port.next_check_ns = now
+        with self._health_lock:
+            events = state.opened(
+                now, wall, request_line_held=opened.request_line_held, polled=opened.fd is None
+            )
+            due = state.silent_due_ns()
         if opened.fd is not None:
             assert self._epoll is not None
             self._epoll.register(opened.fd, select.EPOLLIN)
             self._by_fd[opened.fd] = port
             port.armed = True
-        else:
-            self._attention.add(port)
-        reconnect = port.was_lost
-        port.was_lost = False
-        with self._health_lock:
-            port.health.opened(now)
-            due = port.health.silent_due_ns()
+        self._track(port)
         if due is not None:
             self._next_tick_ns = min(self._next_tick_ns, due)
-        self._emit(
-            port,
-            PortOpened(
-                variant,
-                url,
-                str(port.config.profile),
-                port.config.request_line,
-                opened.request_line_held,
-                reconnect,
-                now,
-                wall,
-            ),
-        )
+        self._emit_all(port, events)
 
-    def _detach(self, port: _Port, now: int) -> None:
-        """Unregister and close the port's handle; report a partial frame as truncated."""
+    def _detach(self, port: _Port) -> None:
+        """Unpark, unregister and close the port's handle."""
         opened = port.open
         port.open = None
         if port.park_until_ns:
             port.park_until_ns = 0
             self._parked.discard(port)
         port.armed = False
-        if port.coalescer is not None:
-            port.coalescer.reset()
         if opened is not None:
             if opened.fd is not None and self._by_fd.get(opened.fd) is port:
                 del self._by_fd[opened.fd]
@@ -793,38 +605,24 @@ class Multiplexer:
                     with contextlib.suppress(OSError, ValueError):
                         self._epoll.unregister(opened.fd)
             opened.close()
-        pending = port.framer.pending
-        port.framer.reset()
-        if pending:
-            with self._health_lock:
-                port.health.dropped("truncated")
-            self._emit(port, FrameDropped(port.config.variant, "truncated", pending, now))
 
     def _lose(self, port: _Port, text: str) -> None:
         """The port failed while open: close it, mark it down, and retry soon."""
         now, wall = self._mono(), self._wall()
-        self._detach(port, now)
-        port.was_lost = True
-        port.phase = _WAITING
-        port.failures = 0
-        port.retry_at_ns = now + self._reopen_initial_ns
-        self._note_missing(port, now)
-        self._attention.add(port)
+        self._detach(port)
+        missing = path_missing(port.state.config)
         with self._health_lock:
-            port.health.lost(now, text)
-        self._emit(port, PortLost(port.config.variant, port.config.url, text, now, wall))
+            events = port.state.lost(now, wall, text, missing=missing)
+        self._track(port)
+        self._emit_all(port, events)
 
     def _close(self, port: _Port, reason: str, now: int, wall: int) -> None:
-        """Close a port on purpose and report it (if it was open or being opened)."""
-        was_open = port.open is not None
-        self._detach(port, now)
-        port.generation += 1  # an open in flight is now stale
-        port.phase = _IDLE
-        self._attention.discard(port)
+        """Close a port on purpose, in any phase, and report it (if it was open)."""
+        self._detach(port)
         with self._health_lock:
-            port.health.closed(now)
-        if was_open:
-            self._emit(port, PortClosed(port.config.variant, port.config.url, reason, now, wall))
+            events = port.state.closed(now, wall, reason)
+        self._track(port)
+        self._emit_all(port, events)
 
     def _shutdown(self) -> None:
         """Close everything as the loop ends; late open results are closed on arrival."""
@@ -833,7 +631,7 @@ class Multiplexer:
             try:
                 self._close(port, "stopped", now, wall)
             except Exception:
-                log.exception("closing %s failed", port.config.variant)
+                log.exception("closing %s failed", port.state.config.variant)
         with self._applied:
             self._shut = True
             results, self._results = self._results, []

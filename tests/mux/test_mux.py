@@ -28,7 +28,7 @@ from gateway.mux import (
     PortUp,
     open_port,
 )
-from gateway.mux.ports import read_fd
+from gateway.mux.serial_io import read_fd
 from gateway.sim import EVEN_PARITY
 from tests.mux.conftest import Recorder
 from tests.support.pty import PtyPair, open_fd_count, wait_until

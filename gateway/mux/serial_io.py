@@ -83,6 +83,19 @@ def open_port(config: PortConfig) -> OpenPort:
     return opened
 
 
+def path_missing(config: PortConfig) -> bool:
+    """Whether the port's device path is not there: nothing can open it until it appears, so it
+    is watched, not retried. A path that is there but does not open (busy, no permission,
+    ENODEV or ENXIO: no device behind the node) is retried on the backoff instead."""
+    return config.is_device_path and not os.path.exists(config.url)
+
+
+def describe_open_failure(error: BaseException | None) -> str:
+    """The text an open attempt's failure is reported with: a `PortOpenError`'s own message,
+    the representation of anything else an opener raised."""
+    return str(error) if isinstance(error, PortOpenError) else repr(error)
+
+
 def _hold_request_line(port: Any, line: str | None) -> bool | None:
     """Set the data-request line high; False when the device has no modem lines."""
     if line is None:
