@@ -3,7 +3,8 @@
 Three tables: `spool` (messages handed over, not yet acknowledged by the broker, in id order),
 `dead` (messages the broker refused or that failed local checks, set aside, bounded) and `seq`
 (per variant, the highest seq durably reserved: seq values are never reused across restarts).
-Every method raises `gateway.errors.SpoolError` for any SQLite failure.
+Every method raises `gateway.errors.SpoolError` for any SQLite failure. The records it stores
+(`SpoolMessage`, `DeadLetter`, `CommitBatch`) are the outbox's, re-exported here.
 """
 
 from __future__ import annotations
@@ -11,12 +12,15 @@ from __future__ import annotations
 import fcntl
 import os
 import sqlite3
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.errors import SpoolError
+from gateway.publish.outbox import CommitBatch as CommitBatch
+from gateway.publish.outbox import DeadLetter as DeadLetter
+from gateway.publish.outbox import SpoolMessage as SpoolMessage
 
 SCHEMA_VERSION = 1
 
@@ -52,57 +56,6 @@ def _padded(ids: Sequence[int]) -> list[int]:
     SQLite memory after a flood."""
     size = 1 << max(len(ids) - 1, 0).bit_length()
     return [*ids, *([ids[-1]] * (size - len(ids)))] if ids else []
-
-
-@dataclass(frozen=True, slots=True)
-class SpoolMessage:
-    """One message as spooled: id orders the queue; seq is the variant's sequence number."""
-
-    id: int
-    variant: str
-    seq: int
-    kind: str
-    """'telegram', 'raw' or 'invalid'."""
-    topic: str
-    payload: bytes
-    qos: int
-    received_ns: int
-
-    @property
-    def size(self) -> int:
-        """What the message counts against the spool's size bound."""
-        return len(self.payload) + len(self.topic)
-
-
-@dataclass(frozen=True, slots=True)
-class DeadLetter:
-    """A message set aside: refused by the broker or failing a local check."""
-
-    id: int
-    variant: str
-    seq: int | None
-    kind: str
-    topic: str | None
-    payload: bytes
-    reason: str
-    reason_code: int | None
-    at_ns: int
-    in_spool: bool = True
-    """True when the message's row is in `spool` and must be deleted from it."""
-
-
-@dataclass(frozen=True, slots=True)
-class CommitBatch:
-    """What one group commit writes, in one transaction."""
-
-    inserts: Sequence[SpoolMessage] = ()
-    deletes: Collection[int] = ()
-    dead: Sequence[DeadLetter] = ()
-    reservations: Mapping[str, int] = field(default_factory=dict)
-
-    def __bool__(self) -> bool:
-        """True when there is anything to write."""
-        return bool(self.inserts or self.deletes or self.dead or self.reservations)
 
 
 @dataclass(frozen=True, slots=True)
