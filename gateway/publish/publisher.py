@@ -9,7 +9,8 @@ ACK_LINGER_S so that one wake-up serves several telegrams. One writer thread own
 spool: it wakes on its commit timer (or when asked), group-commits the batch every
 `batch_interval`, deletes what the broker acknowledged, sets aside what it refused, and refills
 the in-flight window from the spool in id order after an outage. Connection events reach it
-through a queue (see `gateway.publish.mqtt`).
+through a queue (see `gateway.publish.mqtt`). What to send, delete and commit is decided by the
+outbox (`gateway.publish.outbox`, no IO), under this module's lock: this is the shell around it.
 
 Guarantees. A message leaves the spool only after a successful PUBACK. While disconnected
 nothing is published (messages wait in the spool, not in paho). After a reconnect or a restart
@@ -24,10 +25,8 @@ import dataclasses
 import queue
 import threading
 import time
-from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from enum import Enum
+from dataclasses import dataclass
 from typing import Any
 
 from gateway.errors import GatewayError, IdentifierError, SpoolError
@@ -36,7 +35,6 @@ from gateway.publish import payload as pl
 from gateway.publish.clock import SystemClockProbe
 from gateway.publish.mqtt import (
     CONTROL_SLACK,
-    Acked,
     CallbackFailed,
     Connected,
     ConnectFailed,
@@ -44,10 +42,15 @@ from gateway.publish.mqtt import (
     Disconnected,
     MqttLink,
 )
+from gateway.publish.outbox import Hold, Outbox, ReadSpool, SpoolMessage
+from gateway.publish.reports import PublisherCounters as PublisherCounters
+from gateway.publish.reports import PublisherLiveness as PublisherLiveness
+from gateway.publish.reports import PublisherStatus as PublisherStatus
+from gateway.publish.reports import SubmitOutcome as SubmitOutcome
 from gateway.publish.router import Reception, Route, Router
 from gateway.publish.schedule import SlotSchedule
 from gateway.publish.settings import PublisherSettings
-from gateway.publish.spool import CommitBatch, DeadLetter, Spool, SpoolMessage
+from gateway.publish.spool import Spool
 from gateway.publish.topics import (
     SlotTopicKind,
     TopicBuilder,
@@ -69,6 +72,8 @@ ACK_LINGER_S = 0.1
 CONTROL_WINDOW = CONTROL_SLACK
 #: Unacknowledged messages from which a connected publisher counts as lagging its input.
 LAG_MESSAGES = 1000
+#: How long a spool commit may take before the writer counts as stuck (slow SD cards).
+WRITER_BUDGET_S = 30.0
 
 
 def split_receive_maximum(window: int, receive_maximum: int | None) -> tuple[int, int]:
@@ -82,21 +87,6 @@ def split_receive_maximum(window: int, receive_maximum: int | None) -> tuple[int
     return max(1, min(window, receive_maximum - control)), control
 
 
-class SubmitOutcome(Enum):
-    """What became of one submitted reception."""
-
-    ROUTED = "routed"
-    """Routed to a holder: published and/or spooled."""
-    UNROUTED = "unrouted"
-    """Received outside every slot: goes to no slot topic."""
-    HELD = "held"
-    """Held until the wall clock is synchronised."""
-    REJECTED = "rejected"
-    """Failed a local check (identifier, encoding): set aside as a dead letter."""
-    STOPPED = "stopped"
-    """The publisher is not running."""
-
-
 @dataclass(frozen=True, slots=True)
 class _Prepared:
     """A reception encoded once, on arrival: its raw bytes and its payload tail."""
@@ -106,125 +96,11 @@ class _Prepared:
     body: bytes
 
 
-@dataclass(slots=True)
-class PublisherCounters:
-    """Monotonic counters since start (the lead logs and reports them)."""
-
-    submitted: int = 0
-    routed: int = 0
-    unrouted: int = 0
-    held: int = 0
-    held_dropped: int = 0
-    rebuilt: int = 0
-    enqueued: int = 0
-    """Messages (telegram + raw + invalid) created and spooled."""
-    published: int = 0
-    """Publish calls handed to paho (resends included)."""
-    acked: int = 0
-    refused: int = 0
-    """Messages the broker refused (reason code >= 0x80): dead-lettered."""
-    rejected_local: int = 0
-    """Receptions/messages that failed a local check: dead-lettered."""
-    dropped_full: int = 0
-    """Messages dropped, oldest first, because the spool was full."""
-    commits: int = 0
-    spool_errors: int = 0
-    """Failed spool commits or reads (the batch stays in memory and is retried)."""
-    connects: int = 0
-    disconnects: int = 0
-    connect_refusals: int = 0
-    connect_failures: int = 0
-    protocol_fallbacks: int = 0
-    callback_errors: int = 0
-    paho_restarts: int = 0
-    control_refused: int = 0
-    stray_acks: int = 0
-    internal_errors: int = 0
-    """Unexpected exceptions caught in the writer or in submit (see last_error)."""
-
-
-@dataclass(frozen=True, slots=True)
-class PublisherStatus:
-    """A snapshot for status reports and tests."""
-
-    connected: bool
-    protocol: str
-    outstanding: int
-    """Messages not yet acknowledged (spooled or waiting for the next commit)."""
-    spooled: int
-    """Committed rows in the spool."""
-    spooled_bytes: int
-    pending_commit: int
-    inflight: int
-    held: int
-    dead_letters: int
-    """Dead letters kept in the spool database."""
-    last_error: str | None
-    counters: PublisherCounters
-
-
-#: How long a spool commit may take before the writer counts as stuck (slow SD cards).
-WRITER_BUDGET_S = 30.0
-
-
-@dataclass(frozen=True, slots=True)
-class PublisherLiveness:
-    """For the watchdog: is the network thread alive and progressing, is the writer looping?"""
-
-    network_thread_alive: bool
-    network_progress_age: float
-    network_budget: float
-    """How old network progress may be in the current state (connected: 10 s; away: the
-    reconnect backoff plus the connect timeout, 30 s by default)."""
-    writer_alive: bool
-    writer_progress_age: float
-    writer_budget: float
-    connected: bool
-
-    def ok(self, max_age: float | None = None) -> bool:
-        """True when both threads live and progress: within their budgets, or `max_age` s."""
-        net = self.network_budget if max_age is None else max_age
-        writer = self.writer_budget if max_age is None else max_age
-        return (
-            self.network_thread_alive
-            and self.writer_alive
-            and self.network_progress_age <= net
-            and self.writer_progress_age <= writer
-        )
-
-
 class _Wake:
     """Queue item that only wakes the writer thread."""
 
 
 _WAKE = _Wake()
-
-
-@dataclass(slots=True)
-class _Seqs:
-    """Per variant: the next seq to hand out and the highest durably reserved."""
-
-    block: int
-    next: dict[str, int] = field(default_factory=dict)
-    durable: dict[str, int] = field(default_factory=dict)
-
-    def take(self, variant: str) -> int:
-        """The variant's next seq."""
-        n = self.next.get(variant, 1)
-        self.next[variant] = n + 1
-        return n
-
-    def wanted(self) -> dict[str, int]:
-        """Reservations to write now: for variants within half a block of their reserve."""
-        out = {}
-        for variant, nxt in self.next.items():
-            if nxt + self.block // 2 > self.durable.get(variant, 0):
-                out[variant] = nxt + self.block
-        return out
-
-    def ok(self, variant: str, seq: int) -> bool:
-        """May this seq be published (is it durably reserved)?"""
-        return seq <= self.durable.get(variant, 0)
 
 
 class Publisher:
@@ -238,6 +114,7 @@ class Publisher:
         clock_synced: Callable[[], bool] | None = None,
         mono_ns: Callable[[], int] = time.monotonic_ns,
         wall_ns: Callable[[], int] = time.time_ns,
+        spool: Spool | None = None,
     ):
         self.settings = settings
         self.topics = TopicBuilder(settings.rig, settings.mqtt.topic_prefix)
@@ -247,11 +124,10 @@ class Publisher:
         self._router: Router[_Prepared] = Router(
             schedule, require_sync=settings.require_sync, max_held=settings.max_held
         )
-        self._spool = Spool(
-            settings.spool.path,
-            max_bytes=settings.spool.max_bytes,
-            max_dead=settings.spool.max_dead,
-        )
+        sp = settings.spool
+        if spool is None:  # (tests pass one of their own)
+            spool = Spool(sp.path, max_bytes=sp.max_bytes, max_dead=sp.max_dead)
+        self._spool = spool
         self._events: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._link = MqttLink(
             settings.mqtt,
@@ -262,36 +138,21 @@ class Publisher:
         )
         self._link.on_acks = self._take_acks
         self._link.linger = self._ack_linger
+        # The queue's state and rules: everything in it is read and changed under _lock.
+        self._outbox = Outbox(
+            window=settings.mqtt.window,
+            control_window=CONTROL_WINDOW,
+            qos=settings.mqtt.qos,
+            seq_block=sp.seq_block,
+            max_pending=sp.max_pending,
+            max_dead=sp.max_dead,
+        )
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
-        self._counters = PublisherCounters()
-        self._seqs = _Seqs(settings.spool.seq_block)
+        self._counters = PublisherCounters()  # the shell's; status() adds the outbox's
         self._valid_variants: set[str] = set()
-        # Queue state (under _lock).
-        self._next_id = 1
-        self._pending: OrderedDict[int, SpoolMessage] = OrderedDict()
-        self._acked_ids: set[int] = set()
-        self._dead: list[DeadLetter] = []
-        self._inflight: dict[int, SpoolMessage] = {}
-        self._control_inflight: dict[int, str] = {}
-        self._control_waiting: OrderedDict[str, bytes] = OrderedDict()
-        self._buffer: deque[SpoolMessage] = deque()
-        self._spool_read_at: int | None = None  # the writer's next spool read, set by a refill
-        self._sent_upto = 1
-        self._outstanding = 0
-        self._ready = False
-        self._generation = 0
-        self._window = settings.mqtt.window
-        self._control_window = CONTROL_WINDOW
-        self._receive_maximum: int | None = None  # the broker's, for both kinds together
-        self._commit_requested = False
         self._flushing = 0
-        self._snapshots = 0
-        self._durable_snapshot = 0
-        self._catalogue: bytes | None = None
-        self._health: dict[str, bytes] = {}
         self._last_error: str | None = None
-        self._dead_count = 0
         # Life cycle.
         self._running = False
         self._stop_worker = False
@@ -304,18 +165,16 @@ class Publisher:
         """Open the spool (SpoolError), reserve seqs, start the writer and the MQTT link."""
         spool = self._spool.open()
         try:
-            reserved = spool.seq_reservations()
-            block = self.settings.spool.seq_block
-            fresh = {v: r + block for v, r in reserved.items()}
+            first = spool.read_from(0, 1)
+            fresh = self._outbox.restore(
+                reserved=spool.seq_reservations(),
+                max_id=spool.max_id,
+                unacked=spool.count,
+                first_id=first[0].id if first else None,
+                dead_letters=spool.dead_count(),
+            )
             if fresh:
                 spool.reserve(fresh)
-            self._seqs.next = {v: r + 1 for v, r in reserved.items()}
-            self._seqs.durable = dict(fresh)
-            self._next_id = spool.max_id + 1
-            self._outstanding = spool.count
-            self._dead_count = spool.dead_count()
-            first = spool.read_from(0, 1)
-            self._sent_upto = first[0].id if first else self._next_id
             self._running = True
             self._stop_worker = False
             self._worker = threading.Thread(target=self._run, name="p1gw-spool", daemon=True)
@@ -340,18 +199,18 @@ class Publisher:
         self.flush(max(0.0, deadline - time.monotonic() - 1.0))
         with self._lock:
             topic = self.topics.status()
-            connected = self._ready and self._link.connected
+            connected = self._outbox.ready and self._link.connected
             self._publish_control_locked(
                 topic,
                 pl.status_payload(self.settings.rig, "offline", reason="shutdown"),
                 first=True,
             )
             end = min(deadline, time.monotonic() + 1.0)
-            while connected and not self._control_settled(topic):
+            while connected and not self._outbox.control_settled(topic):
                 if time.monotonic() >= end:
                     break
                 self._idle.wait(0.05)
-            self._ready = False
+            self._outbox.halt()
         self._link.stop(timeout=max(0.1, deadline - time.monotonic() - 0.5))
         self._stop_worker = True
         self._events.put(_WAKE)
@@ -446,31 +305,9 @@ class Publisher:
         """Set aside a reception that failed a local check."""
         with self._lock:
             self._counters.submitted += 1
-            self._counters.rejected_local += 1
-            self._add_dead_locked(
-                DeadLetter(
-                    self._take_id_locked(),
-                    str(variant),
-                    None,
-                    kind,
-                    None,
-                    raw,
-                    reason,
-                    None,
-                    self._wall_ns(),
-                    in_spool=False,
-                )
-            )
+            self._outbox.reject(str(variant), kind, raw, reason, self._wall_ns())
             self._last_error = reason
         return SubmitOutcome.REJECTED
-
-    def _take_id_locked(self) -> int:
-        """A fresh message id; keeps `_sent_upto` from stalling on ids that never queue."""
-        i = self._next_id
-        self._next_id += 1
-        if self._sent_upto == i:
-            self._sent_upto = i + 1
-        return i
 
     def _emit_locked(self, route: Route[_Prepared]) -> None:
         """Turn one routed reception into its messages (telegram + raw, or invalid)."""
@@ -478,9 +315,7 @@ class Publisher:
         item = rec.item
         if route.holder is None:
             return
-        seq = self._seqs.take(rec.variant)
-        if not self._seqs.ok(rec.variant, seq):
-            self._request_commit_locked()
+        seq = self._outbox.take_seq(rec.variant)
         envelope = pl.envelope(self.settings.rig, rec.variant, seq, route.wall_ns, item.body)
         slot = self.topics.slot
         holder, variant = route.holder, rec.variant
@@ -497,35 +332,12 @@ class Publisher:
         self, variant: str, seq: int, kind: str, topic: str, data: bytes, wall_ns: int
     ) -> None:
         """Add one message to the batch; publish it at once when it is next in line."""
-        msg = SpoolMessage(
-            self._next_id, variant, seq, kind, topic, data, self.settings.mqtt.qos, wall_ns
+        step = self._outbox.enqueue(
+            variant, seq, kind, topic, data, wall_ns, connected=self._link.connected
         )
-        self._next_id += 1
-        self._pending[msg.id] = msg
-        self._outstanding += 1
-        self._counters.enqueued += 1
-        if len(self._pending) > self.settings.spool.max_pending:
-            self._drop_oldest_pending_locked()
-        if msg.id == self._sent_upto and self._room_locked() and self._seqs.ok(variant, seq):
-            self._send_locked(msg)
-        elif self._ready:
-            self._events.put(_WAKE)
-
-    def _drop_oldest_pending_locked(self) -> None:
-        """The in-memory batch is over its bound (commits failing): drop its oldest message."""
-        _, old = self._pending.popitem(last=False)
-        self._outstanding -= 1
-        self._counters.dropped_full += 1
-        for mid, m in list(self._inflight.items()):
-            if m.id == old.id:
-                del self._inflight[mid]
-        if self._sent_upto == old.id:
-            self._sent_upto += 1
-
-    def _request_commit_locked(self) -> None:
-        """Ask the writer for a commit now (a seq reservation is needed)."""
-        if not self._commit_requested:
-            self._commit_requested = True
+        if isinstance(step, SpoolMessage):
+            self._send_locked(step)
+        elif step is Hold.WAKE_WRITER:
             self._events.put(_WAKE)
 
     # --- sending -----------------------------------------------------------------------
@@ -541,176 +353,73 @@ class Publisher:
                 user_properties=[("seq", str(msg.seq)), ("variant", msg.variant)],
             )
         except (GatewayError, ValueError, TypeError) as exc:
-            self._counters.rejected_local += 1
-            self._dead_letter_locked(msg, f"publish: {exc}", None)
-            self._sent_upto = max(self._sent_upto, msg.id + 1)
+            reason = f"publish: {exc}"
+            self._outbox.unsendable(msg, reason, self._wall_ns())
+            self._last_error = reason
+            self._idle.notify_all()
             return True
         if not result.accepted:
             return False
-        self._inflight[result.mid] = msg
-        if len(self._inflight) == (self._window + 1) // 2:
+        if self._outbox.sent(msg, result.mid):
             self._link.hurry()  # the window is half full: stop gathering PUBACKs now
-        self._sent_upto = max(self._sent_upto, msg.id + 1)
-        self._counters.published += 1
         return True
 
-    def _dead_letter_locked(self, msg: SpoolMessage, reason: str, code: int | None) -> None:
-        """Set a message aside: out of the queue, into the dead table at the next commit."""
-        in_spool = self._pending.pop(msg.id, None) is None
-        self._add_dead_locked(
-            DeadLetter(
-                msg.id,
-                msg.variant,
-                msg.seq,
-                msg.kind,
-                msg.topic,
-                msg.payload,
-                reason,
-                code,
-                self._wall_ns(),
-                in_spool=in_spool,
-            )
-        )
-        self._outstanding -= 1
-        self._last_error = reason
-        self._idle.notify_all()
-
-    def _add_dead_locked(self, letter: DeadLetter) -> None:
-        """Queue a dead letter for the next commit (bounded: keep the newest max_dead)."""
-        self._dead.append(letter)
-        excess = len(self._dead) - self.settings.spool.max_dead
-        if excess > 0:
-            # Still delete the spool rows of the letters not kept.
-            kept = self._dead[excess:]
-            for gone in self._dead[:excess]:
-                if gone.in_spool:
-                    self._acked_ids.add(gone.id)
-            self._dead = kept
-
-    def _next_unsent_locked(self, writer: bool = False) -> SpoolMessage | None:
-        """The oldest message not yet handed to paho: from what was read of the spool first,
-        then the batch.
-
-        None when nothing waits, or when the next message must first be read from the spool:
-        the writer then notes where (`_spool_read_at`, read by `_refill` outside the lock),
-        any other thread wakes the writer. Only the writer steps over a gap in the ids.
-        """
-        if self._sent_upto >= self._next_id:  # everything issued went out: nothing to scan
-            return None
-        while self._buffer:
-            head = self._buffer[0]
-            if head.id < self._sent_upto or head.id in self._acked_ids:
-                self._buffer.popleft()
-                continue
-            return head
-        if self._sent_upto <= self._spool.max_id:
-            if writer:
-                self._spool_read_at = self._sent_upto
-            else:
-                self._events.put(_WAKE)
-            return None
-        for msg in self._pending.values():
-            if msg.id >= self._sent_upto:
-                if msg.id != self._sent_upto and not writer:
-                    # A gap: its messages may be in a commit right now (out of the batch,
-                    # not yet in the spool's max_id). Only the writer may step over it.
-                    self._events.put(_WAKE)
-                    return None
-                return msg
-        return None
-
-    def _refill_locked(self, writer: bool = False) -> None:
+    def _refill_locked(self, writer: bool = False) -> int | None:
         """Fill the in-flight window in id order from memory; what one refill sends leaves
-        corked, in as few segments as the socket allows. Reading the spool is `_refill`'s."""
-        room = self._room_locked
-        msg = self._next_unsent_locked(writer) if room() else None
-        if msg is None:
-            return
-        with self._link.corked():
-            while msg is not None:
-                if not self._seqs.ok(msg.variant, msg.seq):
-                    self._request_commit_locked()
-                    return
-                if not self._send_locked(msg):
-                    return
-                msg = self._next_unsent_locked(writer) if room() else None
+        corked, in as few segments as the socket allows. For the writer: the id from which
+        the spool must be read next, if it must (`_refill` reads it outside the lock)."""
+        outbox, link = self._outbox, self._link
+        step = outbox.next_message(connected=link.connected, writer=writer)
+        if isinstance(step, SpoolMessage):
+            with link.corked():
+                while isinstance(step, SpoolMessage):
+                    if not self._send_locked(step):
+                        return None
+                    step = outbox.next_message(connected=link.connected, writer=writer)
+        if isinstance(step, ReadSpool):
+            return step.first_id
+        if step is Hold.WAKE_WRITER:
+            self._events.put(_WAKE)
+        return None
 
     def _refill(self) -> None:
         """The writer's refill: from memory under the lock, from the spool outside it, so that
         a slow or hung disk holds up neither the readers' submits nor acks, status or stop."""
         while True:
             with self._lock:
-                self._spool_read_at = None
-                self._refill_locked(writer=True)
-                start = self._spool_read_at
+                start = self._refill_locked(writer=True)
             if start is None:
                 return
             rows = self._spool.read_from(start, _READ_CHUNK)  # the writer's own connection
             with self._lock:
-                if self._sent_upto != start or self._buffer:
-                    continue  # moved on meanwhile (none of the cases known to do so): look again
-                if not rows:
-                    self._sent_upto = self._spool.max_id + 1
-                    continue
-                dead = {d.id for d in self._dead}
-                live = [r for r in rows if r.id not in self._acked_ids and r.id not in dead]
-                if live:
-                    self._buffer.extend(live)
-                else:
-                    self._sent_upto = rows[-1].id + 1
-
-    def _room_locked(self) -> bool:
-        """Whether the link is up and the in-flight window has room."""
-        return (
-            self._ready
-            and self._link.connected
-            and len(self._inflight) < self._window
-            and self._under_receive_maximum_locked()
-        )
-
-    def _under_receive_maximum_locked(self) -> bool:
-        """Whether one more message of either kind stays within the broker's Receive Maximum
-        (binding only at 1: above it, the two windows already add up to no more)."""
-        cap = self._receive_maximum
-        return cap is None or len(self._inflight) + len(self._control_inflight) < cap
+                self._outbox.spool_read(start, rows)
 
     def _publish_control_locked(self, topic: str, data: bytes, *, first: bool = False) -> None:
         """Set a retained control message (status, catalogue, health) to go out: now if the
         control window has room, else when it has (replacing an older payload still waiting
         for the same topic); `first` puts it before the others waiting."""
-        waiting = self._control_waiting
-        was_waiting = bool(waiting)
-        waiting[topic] = data
-        if first:
-            waiting.move_to_end(topic, last=False)
+        none_waited = self._outbox.put_control(topic, data, first=first)
         self._pump_control_locked()
-        if waiting and not was_waiting:
+        if none_waited and self._outbox.control_waiting:
             self._link.hurry()  # the window just filled: read its PUBACKs now, not after a linger
 
     def _pump_control_locked(self) -> None:
         """Send waiting control messages while connected and the control window has room."""
-        waiting = self._control_waiting
-        while waiting and len(self._control_inflight) < self._control_window:
-            if not (self._ready and self._link.connected and self._under_receive_maximum_locked()):
-                return
-            topic, data = waiting.popitem(last=False)
+        outbox, link = self._outbox, self._link
+        while (item := outbox.next_control(connected=link.connected)) is not None:
+            topic, data = item
             try:
-                result = self._link.publish(topic, data, 1, retain=True)
+                result = link.publish(topic, data, 1, retain=True)
             except (ValueError, TypeError) as exc:
-                self._counters.control_refused += 1
+                outbox.control_failed()
                 self._last_error = f"control publish to {topic}: {exc}"
                 continue
-            if not result.accepted:  # the connection just went: the next connect resends
-                waiting[topic] = data
-                waiting.move_to_end(topic, last=False)
+            # Not accepted: the connection just went; it waits again for the next connect.
+            outbox.control_sent(topic, data, result.mid if result.accepted else None)
+            if not result.accepted:
                 return
-            self._control_inflight[result.mid] = topic
 
-    def _control_settled(self, topic: str) -> bool:
-        """Whether no control message for `topic` waits or is unacknowledged."""
-        return topic not in self._control_waiting and topic not in self._control_inflight.values()
-
-    # --- events (writer thread) ---------------------------------------------------------
+    # --- acknowledgements and link events ----------------------------------------------
 
     def _take_acks(self) -> None:
         """The network thread's hand-over: apply the acknowledgements, refill from memory."""
@@ -722,28 +431,42 @@ class Publisher:
         """How long the network thread may gather PUBACKs: only while nothing waits to be sent,
         the telegram and control windows are less than half full and no `flush` waits
         (lock-free reads; a stale answer costs little)."""
-        inflight = len(self._inflight)
-        if self._flushing or self._outstanding > inflight or 2 * inflight >= self._window:
-            return 0.0
-        if self._control_waiting or 2 * len(self._control_inflight) >= self._control_window:
+        if self._flushing or not self._outbox.may_linger():
             return 0.0
         return ACK_LINGER_S
 
     def _apply_acks_locked(self) -> None:
         """Apply every acknowledgement the link has read, oldest first."""
-        acks = self._link.acks
-        while acks:
-            self._on_ack_locked(acks.popleft())
-        if self._control_waiting:  # a telegram's PUBACK may have freed the one shared slot
+        acks, outbox = self._link.acks, self._outbox
+        if acks:
+            while acks:
+                event = acks.popleft()
+                if not event.failure:
+                    outbox.ack(event.generation, event.mid)
+                    continue
+                error = outbox.refuse(
+                    event.generation, event.mid, event.reason, event.reason_code, self._wall_ns()
+                )
+                if error is not None:
+                    self._last_error = error
+            self._idle.notify_all()  # flush, stop and commit_now wait on what acks change
+        if outbox.control_waiting:  # an acknowledgement may have freed a control slot
             self._pump_control_locked()
 
     def _handle_locked(self, event: object) -> None:
         """Apply one link event to the queue state."""
         if isinstance(event, Connected):
-            self._on_connected_locked(event)
+            since, rig = rfc3339_utc(self._wall_ns()), self.settings.rig
+            online = pl.status_payload(rig, "online", protocol=event.protocol, since=since)
+            self._outbox.connect(
+                event.generation,
+                windows=split_receive_maximum(self.settings.mqtt.window, event.receive_maximum),
+                receive_maximum=event.receive_maximum,
+                status=(self.topics.status(), online),
+            )
+            self._pump_control_locked()
         elif isinstance(event, Disconnected):
-            self._ready = False
-            self._counters.disconnects += 1
+            self._outbox.disconnect()
         elif isinstance(event, ConnectRefused):
             self._counters.connect_refusals += 1
             self._last_error = f"broker refused connection: {event.reason} ({event.reason_code})"
@@ -751,61 +474,6 @@ class Publisher:
             self._counters.connect_failures += 1
         elif isinstance(event, CallbackFailed):
             self._last_error = f"paho callback {event.where}: {event.error}"
-
-    def _on_connected_locked(self, event: Connected) -> None:
-        """A new connection: resend everything unacknowledged in order, republish state."""
-        self._counters.connects += 1
-        self._generation = event.generation
-        if self._inflight:
-            self._sent_upto = min(self._sent_upto, min(m.id for m in self._inflight.values()))
-        self._inflight.clear()
-        self._control_inflight.clear()
-        # The retained state goes out again whole; of what waited, only removals are kept.
-        cleared = [t for t, data in self._control_waiting.items() if data == b""]
-        self._control_waiting.clear()
-        self._buffer.clear()
-        self._window, self._control_window = split_receive_maximum(
-            self.settings.mqtt.window, event.receive_maximum
-        )
-        self._receive_maximum = event.receive_maximum or None
-        self._ready = True
-        waiting = self._control_waiting
-        waiting[self.topics.status()] = pl.status_payload(
-            self.settings.rig, "online", protocol=event.protocol, since=rfc3339_utc(self._wall_ns())
-        )
-        if self._catalogue is not None:
-            waiting[self.topics.variants()] = self._catalogue
-        waiting.update((topic, b"") for topic in cleared)
-        for variant, data in self._health.items():
-            waiting[self.topics.health(variant)] = data
-        self._pump_control_locked()
-
-    def _on_ack_locked(self, event: Acked) -> None:
-        """PUBACK: forget the message (never committed, or deleted at the next commit)."""
-        if event.generation != self._generation:
-            self._counters.stray_acks += 1
-            return
-        msg = self._inflight.pop(event.mid, None)
-        if msg is None:
-            topic = self._control_inflight.pop(event.mid, None)
-            if topic is None:
-                self._counters.stray_acks += 1
-            elif event.failure:
-                self._counters.control_refused += 1
-                self._last_error = f"broker refused {topic}: {event.reason}"
-            self._pump_control_locked()
-            self._idle.notify_all()
-            return
-        if event.failure:
-            self._counters.refused += 1
-            self._dead_letter_locked(msg, f"broker refused: {event.reason}", event.reason_code)
-            return
-        self._counters.acked += 1
-        if self._pending.pop(msg.id, None) is None:
-            self._acked_ids.add(msg.id)
-        self._outstanding -= 1
-        if self._outstanding <= 0:
-            self._idle.notify_all()
 
     # --- the writer thread -------------------------------------------------------------
 
@@ -831,7 +499,7 @@ class Publisher:
             if self._stop_worker:
                 self._guarded(self._commit)
                 return
-            if time.monotonic() >= next_commit or self._commit_requested:
+            if time.monotonic() >= next_commit or self._outbox.commit_requested:
                 self._guarded(self._commit)
                 next_commit = time.monotonic() + interval
             if self._running:
@@ -875,20 +543,10 @@ class Publisher:
     def _commit(self) -> None:
         """One group commit: new messages, acknowledged deletes, dead letters, seq reserves."""
         with self._lock:
-            self._commit_requested = False
-            self._snapshots += 1
-            snapshot = self._snapshots
-            inserts = list(self._pending.values())
-            self._pending.clear()
-            deletes = self._acked_ids
-            self._acked_ids = set()
-            dead = self._dead
-            self._dead = []
-            reservations = self._seqs.wanted()
-        batch = CommitBatch(inserts, deletes, dead, reservations)
+            batch, snapshot = self._outbox.take_commit()
         if not batch:
             with self._lock:
-                self._durable_snapshot = snapshot
+                self._outbox.committed(snapshot, batch)
                 self._idle.notify_all()
             return
         try:
@@ -897,37 +555,12 @@ class Publisher:
             with self._lock:
                 self._counters.spool_errors += 1
                 self._last_error = str(exc)
-                dead_ids = {d.id for d in self._dead}
-                restored = OrderedDict(
-                    (m.id, m)
-                    for m in inserts
-                    if m.id not in self._acked_ids and m.id not in dead_ids
-                )
-                self._acked_ids -= {m.id for m in inserts}
-                self._acked_ids |= set(deletes)
-                unwritten = {m.id for m in inserts}
-                self._dead = [
-                    dataclasses.replace(d, in_spool=d.in_spool and d.id not in unwritten)
-                    for d in dead + self._dead
-                ]
-                restored.update(self._pending)
-                self._pending = restored
+                self._outbox.commit_failed(batch)
             return
         with self._lock:
-            self._counters.commits += 1
-            self._durable_snapshot = snapshot
-            self._seqs.durable.update(reservations)
-            self._dead_count = min(self._dead_count + len(dead), self.settings.spool.max_dead)
-            if result.dropped and result.dropped_ids is not None:
-                first, last = result.dropped_ids
-                already = {i for i in self._acked_ids if first <= i <= last}
-                self._acked_ids -= already
-                for mid, m in list(self._inflight.items()):
-                    if first <= m.id <= last:
-                        del self._inflight[mid]
-                self._outstanding -= result.dropped - len(already)
-                self._counters.dropped_full += result.dropped - len(already)
-                self._buffer.clear()
+            self._outbox.committed(
+                snapshot, batch, dropped=result.dropped, dropped_ids=result.dropped_ids
+            )
             self._idle.notify_all()
         self._refill()
 
@@ -941,25 +574,24 @@ class Publisher:
     def publish_catalogue(self, variants: Sequence[Mapping[str, Any]]) -> None:
         """Set the retained variant catalogue (no holder names); republished on every connect."""
         data = pl.catalogue_payload(self.settings.rig, variants)
+        topic = self.topics.variants()
         with self._lock:
-            self._catalogue = data
-            self._publish_control_locked(self.topics.variants(), data)
+            self._outbox.retain_catalogue(topic, data)
+            self._publish_control_locked(topic, data)
 
     def publish_health(self, variant: str, health: Mapping[str, Any]) -> None:
         """Set a port's retained health; republished on every connect. Raises PayloadError."""
         topic = self.topics.health(variant)
         data = pl.health_payload(self.settings.rig, variant, health)
         with self._lock:
-            if self._health.get(variant) == data:
-                return
-            self._health[variant] = data
-            self._publish_control_locked(topic, data)
+            if self._outbox.retain_health(topic, data):
+                self._publish_control_locked(topic, data)
 
     def clear_health(self, variant: str) -> None:
         """Remove a variant's retained health (the variant left the rig)."""
         topic = self.topics.health(variant)
         with self._lock:
-            self._health.pop(variant, None)
+            self._outbox.forget_health(topic)
             self._publish_control_locked(topic, b"")
 
     def flush(self, timeout: float) -> bool:
@@ -969,7 +601,7 @@ class Publisher:
             self._flushing += 1  # no PUBACK gathering while someone waits for them
             try:
                 self._link.hurry()
-                while self._outstanding > 0:
+                while self._outbox.outstanding > 0:
                     left = deadline - time.monotonic()
                     if left <= 0:
                         return False
@@ -982,10 +614,9 @@ class Publisher:
         """Commit everything submitted so far now; True once it is durable (within `timeout`)."""
         deadline = time.monotonic() + timeout
         with self._lock:
-            target = self._snapshots + 1
-            self._commit_requested = True
+            target = self._outbox.request_commit()
             self._events.put(_WAKE)
-            while self._durable_snapshot < target:
+            while not self._outbox.is_durable(target):
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
@@ -995,27 +626,25 @@ class Publisher:
     def status(self) -> PublisherStatus:
         """A consistent snapshot of the queue and the counters."""
         with self._lock:
-            rc = self._router.counters
-            counters = dataclasses.replace(self._counters)
-            counters.routed, counters.unrouted = rc.routed, rc.unrouted
-            counters.held, counters.held_dropped, counters.rebuilt = (
-                rc.held,
-                rc.held_dropped,
-                rc.rebuilt,
+            outbox = self._outbox
+            counters = dataclasses.replace(  # the shell's, the router's, the queue's, the link's
+                self._counters,
+                **dataclasses.asdict(self._router.counters),
+                **dataclasses.asdict(outbox.counters),
+                callback_errors=self._link.callback_errors,
+                paho_restarts=self._link.restarts,
+                protocol_fallbacks=self._link.fallbacks,
             )
-            counters.callback_errors = self._link.callback_errors
-            counters.paho_restarts = self._link.restarts
-            counters.protocol_fallbacks = self._link.fallbacks
             return PublisherStatus(
                 connected=self._link.connected,
                 protocol=self._link.protocol,
-                outstanding=self._outstanding,
+                outstanding=outbox.outstanding,
                 spooled=self._spool.count,
                 spooled_bytes=self._spool.bytes,
-                pending_commit=len(self._pending),
-                inflight=len(self._inflight),
+                pending_commit=outbox.pending,
+                inflight=outbox.inflight,
                 held=self._router.held,
-                dead_letters=self._dead_count,
+                dead_letters=outbox.dead_letters,
                 last_error=self._last_error,
                 counters=counters,
             )
@@ -1030,7 +659,8 @@ class Publisher:
         thread, and publishing collapses while the backlog grows. Cheap, lock-free read.
         While disconnected it is False: the spool takes the input, nothing is gained by waiting.
         """
-        return self._ready and self._link.connected and self._outstanding >= LAG_MESSAGES
+        outbox = self._outbox
+        return outbox.ready and self._link.connected and outbox.outstanding >= LAG_MESSAGES
 
     @property
     def liveness_max_age(self) -> float:

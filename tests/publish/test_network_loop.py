@@ -8,7 +8,6 @@ import socket
 import struct
 import threading
 import time
-from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,6 @@ from paho.mqtt.properties import Properties
 from gateway.publish import Publisher
 from gateway.publish._paho import PackedProperties, pack_user_properties
 from gateway.publish.publisher import ACK_LINGER_S, CONTROL_WINDOW, split_receive_maximum
-from gateway.publish.spool import SpoolMessage
 from tests.publish.helpers import (
     EXTRA_ACL,
     PASSWORDS,
@@ -69,40 +67,6 @@ def test_publishing_writes_in_the_callers_thread(broker, probe, publisher, spool
     with client.io_lock:  # the network thread can neither read nor write meanwhile
         pub.submit_telegram("v5", make_telegram(1), time.monotonic_ns(), time.time_ns())
         assert tester.wait_for(lambda ms: len(telegrams(ms)) == 2, 10)
-
-
-def _message(i: int) -> SpoolMessage:
-    """A queued message with id `i`."""
-    return SpoolMessage(i, "v5", i, "raw", "p1/rig-a/slot/acme/v5/raw", b"x", 1, 0)
-
-
-def test_refill_outside_the_writer_never_steps_over_a_gap(spool_dir: Path, broker) -> None:
-    """Ids missing from memory may be in a commit: only the writer, which commits, skips them."""
-    pub = Publisher(settings(spool_dir, broker), all_day("acme"))
-    sent: list[int] = []
-
-    def send(msg: SpoolMessage) -> bool:
-        """What _send_locked does to the queue state, without a broker."""
-        sent.append(msg.id)
-        pub._inflight[msg.id] = msg
-        pub._sent_upto = msg.id + 1
-        return True
-
-    pub._ready = True
-    pub._link.connected = True
-    pub._seqs.durable = {"v5": 100}
-    pub._send_locked = send  # type: ignore[method-assign]
-    pub._sent_upto = 3  # 3 and 4 were taken out of the batch by a commit not yet finished
-    pub._pending = OrderedDict((i, _message(i)) for i in (5, 6))
-    pub._next_id = 7
-    with pub._lock:
-        pub._refill_locked()
-    assert sent == []
-    assert pub._events.get_nowait() is not None  # the writer is woken instead
-    pub._sent_upto = 5  # the commit is done and 3, 4 were sent from the spool
-    with pub._lock:
-        pub._refill_locked()
-    assert sent == [5, 6]
 
 
 def test_a_half_full_window_cuts_the_lingering_short(
