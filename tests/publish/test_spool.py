@@ -14,9 +14,16 @@ import pytest
 
 from gateway.errors import SpoolError
 from gateway.publish import Publisher
-from gateway.publish.spool import CACHE_KIB, CommitBatch, DeadLetter, Spool, SpoolMessage
+from gateway.publish.spool import (
+    CACHE_KIB,
+    CommitBatch,
+    CommitResult,
+    DeadLetter,
+    Spool,
+    SpoolMessage,
+)
 from tests.publish.helpers import all_day, make_telegram, settings
-from tests.support.mosquitto import REPO, MosquittoBroker
+from tests.support.mosquitto import REPO, MosquittoBroker, wait_until
 
 
 def msg(i: int, size: int = 10, variant: str = "v5") -> SpoolMessage:
@@ -149,6 +156,52 @@ def test_one_process_per_spool(tmp_path: Path) -> None:
     Spool(path, max_bytes=10**6).open().close()
 
 
+class HangingSpool(Spool):
+    """A spool whose commits, or the writer thread's reads, hang inside SQLite once told to,
+    as on a hung disk (the statement runs a Python function that waits for `release`)."""
+
+    def __init__(self, path: Path, *, max_bytes: int) -> None:
+        super().__init__(path, max_bytes=max_bytes)
+        self.hang_commits = self.hang_reads = False
+        self.entered, self.release = threading.Event(), threading.Event()
+        self.closed = False
+
+    def hang(self) -> None:
+        """Block inside sqlite3_step, holding the connection's mutex as a hung disk would."""
+
+        def wait() -> int:
+            self.entered.set()
+            self.release.wait(60)
+            return 0
+
+        self.db.create_function("p1gw_test_hang", 0, wait)
+        self.db.execute("SELECT p1gw_test_hang()").fetchone()
+
+    def commit(self, batch: CommitBatch) -> CommitResult:
+        """A commit, after a statement that does not return if told so."""
+        if self.hang_commits:
+            self.hang()
+        return super().commit(batch)
+
+    def read_from(self, first_id: int, limit: int) -> list[SpoolMessage]:
+        """The writer's reads hang if told so (start's own peek, on the caller's thread, not)."""
+        if self.hang_reads and threading.current_thread().name == "p1gw-spool":
+            self.hang()
+        return super().read_from(first_id, limit)
+
+    def close(self) -> None:
+        """Close, and note it."""
+        self.closed = True
+        super().close()
+
+
+def publisher_on(spool_dir: Path, port: int | None = None) -> tuple[Publisher, HangingSpool]:
+    """A publisher (not started) on a HangingSpool in `spool_dir`."""
+    config = settings(spool_dir, None, port=port)
+    spool = HangingSpool(config.spool.path, max_bytes=config.spool.max_bytes)
+    return Publisher(config, all_day("acme"), spool=spool), spool
+
+
 def stuck_writer_scenario(folder: str) -> None:
     """Stop a publisher whose writer is stuck inside SQLite; print what stop left behind.
 
@@ -156,39 +209,21 @@ def stuck_writer_scenario(folder: str) -> None:
     progress, as stop once did, can crash the interpreter (here: the statement runs a Python
     function, whose context the close frees).
     """
-    pub = Publisher(settings(Path(folder) / "spool", None), all_day("acme"))
+    pub, spool = publisher_on(Path(folder) / "spool")
     pub.start()
-    entered, release = threading.Event(), threading.Event()
-
-    def hang() -> int:
-        """Block inside sqlite3_step, holding the connection's mutex as a hung write would."""
-        entered.set()
-        release.wait(60)
-        return 0
-
-    db = pub._spool.db
-    db.create_function("p1gw_test_hang", 0, hang)
-    commit = pub._spool.commit
-
-    def stuck_commit(batch: CommitBatch) -> Any:
-        """The writer's commit, after a statement that does not return."""
-        db.execute("SELECT p1gw_test_hang()").fetchone()
-        return commit(batch)
-
-    pub._spool.commit = stuck_commit  # type: ignore[method-assign]
+    spool.hang_commits = True
     pub.submit_telegram("v5", make_telegram(0), time.monotonic_ns(), time.time_ns())
-    assert entered.wait(10), "the writer never committed"
+    assert spool.entered.wait(10), "the writer never committed"
     stopper = threading.Thread(target=pub.stop, kwargs={"timeout": 1.0}, daemon=True)
     stopper.start()
     stopper.join(30)
     print(f"stop returned: {not stopper.is_alive()}", flush=True)
-    print(f"spool open: {pub._spool._db is not None}", flush=True)
+    print(f"spool open: {not spool.closed}", flush=True)
     print(f"last error: {pub.status().last_error}", flush=True)
-    release.set()
+    spool.release.set()
     stopper.join(30)
-    assert pub._worker is not None
-    pub._worker.join(10)
-    pub._spool.close()
+    assert wait_until(lambda: not pub.liveness().writer_alive, 10)
+    spool.close()
 
 
 def _run_scenario(call: str) -> str:
@@ -221,26 +256,10 @@ def stuck_read_scenario(folder: str, port: int) -> None:
     assert earlier.commit_now(10), "the backlog was not committed"
     earlier.stop(timeout=1.0)
 
-    pub = Publisher(settings(spool_dir, None, port=port), all_day("acme"))
-    entered, release = threading.Event(), threading.Event()
-    read_from = pub._spool.read_from
-
-    def hang() -> int:
-        """Block inside sqlite3_step, as a read from a hung disk would."""
-        entered.set()
-        release.wait(60)
-        return 0
-
-    def stuck_read(first_id: int, limit: int) -> Any:
-        """The writer's spool reads hang first (start's own peek, on the caller's thread, not)."""
-        if threading.current_thread().name == "p1gw-spool":
-            pub._spool.db.create_function("p1gw_test_hang", 0, hang)
-            pub._spool.db.execute("SELECT p1gw_test_hang()").fetchone()
-        return read_from(first_id, limit)
-
-    pub._spool.read_from = stuck_read  # type: ignore[method-assign]
+    pub, spool = publisher_on(spool_dir, port)
+    spool.hang_reads = True
     pub.start()
-    assert entered.wait(30), "the writer never read the backlog"
+    assert spool.entered.wait(30), "the writer never read the backlog"
 
     def returns(call: Any, *args: Any, **kwargs: Any) -> bool:
         """Whether call(*args) returns within 10 s (it runs on a daemon thread)."""
@@ -256,10 +275,9 @@ def stuck_read_scenario(folder: str, port: int) -> None:
     print(f"status returned: {answered}", flush=True)
     print(f"stop returned: {returns(pub.stop, timeout=1.0)}", flush=True)
     print(f"last error: {pub.status().last_error if answered else None}", flush=True)
-    release.set()
-    assert pub._worker is not None
-    pub._worker.join(30)
-    pub._spool.close()
+    spool.release.set()
+    assert wait_until(lambda: not pub.liveness().writer_alive, 30)
+    spool.close()
 
 
 def test_a_spool_read_stuck_in_sqlite_holds_up_no_reader_and_not_stop(
