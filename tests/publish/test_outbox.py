@@ -101,7 +101,7 @@ class Rig:
         return seq
 
     def _send(self, msg: SpoolMessage) -> None:
-        """Hand a message to the link (as publisher._send_locked does)."""
+        """Hand a message to the link, as the publisher does."""
         assert msg.seq <= self.reserved.get(msg.variant, 0), "a seq not durably reserved went out"
         assert msg.id > self.last_sent, "ids out of order within one connection"
         assert msg.id not in self.acked, "an acknowledged message went again"
