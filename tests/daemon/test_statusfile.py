@@ -133,3 +133,12 @@ def test_the_summary_counts_ports_up_and_flags_a_refused_config() -> None:
     )
     calm = DaemonStatus(broker=BrokerStatus(outstanding=0), ports={"m1": port("up")})
     assert calm.summary(1) == "1/1 ports up; broker DISCONNECTED; 0 unacked"
+
+
+def test_to_json_is_the_whole_status_as_plain_json() -> None:
+    """Every section and port becomes plain JSON, equal to a deep conversion of the status."""
+    import dataclasses
+
+    status = full()
+    assert json.dumps(status.to_json()) == json.dumps(dataclasses.asdict(status))
+    assert json.loads(json.dumps(status.to_json()))["config"]["last_reload"] is not None
