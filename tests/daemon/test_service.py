@@ -11,7 +11,12 @@ import pytest
 
 import gateway.daemon.service as service
 from gateway.config import GatewayConfig, load_config
-from gateway.daemon.adapters import catalogue_of, port_config, restart_only_changes
+from gateway.daemon.adapters import (
+    catalogue_of,
+    port_config,
+    port_configs,
+    restart_only_changes,
+)
 from gateway.daemon.statusfile import DaemonStatus, SlotStatus
 from gateway.mux import PortUp
 from tests.support.mosquitto import wait_until
@@ -51,6 +56,22 @@ def test_catalogue_names_no_holder_and_resolves_the_serial_line(tmp_path: Path) 
         "description": None,
     }
     assert "9600" in entry["serial"]
+
+
+def test_a_frame_is_cut_after_the_variants_truncate_after_s_else_the_framings(
+    tmp_path: Path,
+) -> None:
+    """A variant's own truncate_after_s wins over [framing]'s, whose default is 1 s; a reload
+    that changes only [framing] hands the multiplexer the new bound."""
+    cfg = load_config(write(tmp_path))
+    assert [p.truncate_after_s for p in port_configs(cfg)] == [1.0]
+    cfg = load_config(write(tmp_path, extra="truncate_after_s = 0.5\n"))
+    assert port_config(cfg.variants[0], cfg.framing).truncate_after_s == 0.5
+    path = write(tmp_path)
+    gw = service.Gateway(load_config(path))
+    path.write_text("[framing]\ntruncate_after_s = 3.0\n" + path.read_text())
+    assert gw.reload("framing changed")
+    assert [p.truncate_after_s for p in gw.mux.configs.values()] == [3.0]
 
 
 def test_a_write_during_a_reload_is_still_seen_afterwards(
