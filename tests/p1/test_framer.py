@@ -198,6 +198,19 @@ def test_seven_bit_parity_is_stripped_when_asked(
     assert [e.raw for e in stripped if isinstance(e, Frame)] == [frame for _, frame in parts]
 
 
+def test_a_dropped_seven_bit_frame_holds_its_bytes_with_bit_7_cleared() -> None:
+    """Evidence from a 7E1 meter read as 8N1: the bytes as framed, parity bit cleared."""
+    raw = corpus.entry("ndokter_dsmr_parser__TELEGRAM_V3").read()
+    dirty = bytes(b | 0x80 for b in raw)
+    framer = Framer(strip_parity=True)
+    framer.feed(dirty[:100])
+    (dropped, frame) = framer.feed(dirty)
+    assert isinstance(dropped, DroppedFrame) and dropped.raw == raw[:100]
+    assert isinstance(frame, Frame) and frame.raw == raw
+    framer.feed(dirty[:50])
+    assert framer.cut() == DroppedFrame(DropReason.TRUNCATED, 50, raw[:50])
+
+
 def test_parity_bits_break_frames_when_not_stripped() -> None:
     """Without strip_parity the same dirty bytes do not give the frames (the option matters)."""
     raw = corpus.entry("ndokter_dsmr_parser__TELEGRAM_V3").read()
