@@ -36,6 +36,7 @@ from gateway.daemon.adapters import (
 from gateway.daemon.evidence import (
     CRC_MISMATCH,
     UNDECODABLE,
+    EvidenceBudget,
     crc_reason,
     drop_reason,
     undecodable_reason,
@@ -112,6 +113,8 @@ class Gateway:
         self._specs = {v.id: v for v in cfg.variants}
         ports = port_configs(cfg)
         self._truncate_after_s = {p.variant: p.truncate_after_s for p in ports}
+        self._evidence = EvidenceBudget()
+        """How many dropped frames each port may still send (reader thread only)."""
         self._clock = SystemClockProbe()
         self.publisher = Publisher(publisher_settings(cfg), self.schedule, clock_synced=self._clock)
         self.mux = Multiplexer(self.consume, ports)
@@ -179,6 +182,15 @@ class Gateway:
             return
         why = drop_reason(event, quiet_s)
         if why is None:  # the gateway closed the port inside it: not the meter's doing
+            return
+        if not self._evidence.allow(event.variant, event.received_monotonic_ns):
+            self.counters.evidence_withheld += 1  # a flood: counted in health, not sent
+            if self.counters.evidence_withheld % 1000 == 1:
+                log.warning(
+                    "a port floods cut or oversize frames: only some go to the holder",
+                    variant=event.variant,
+                    withheld=self.counters.evidence_withheld,
+                )
             return
         code, reason = why
         self.publisher.submit_invalid(

@@ -152,6 +152,8 @@ class GatewayCounters:
     dropped_frames: int = 0
     reloads: int = 0
     reloads_refused: int = 0
+    evidence_withheld: int = 0
+    """Dropped frames not sent to the holder: over a port's evidence budget (a flood)."""
 
     def to_json(self) -> dict[str, int]:
         """The counters as a flat mapping."""

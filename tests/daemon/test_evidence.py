@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.daemon.evidence import crc_reason, drop_reason, undecodable_reason
+from gateway.daemon.evidence import EvidenceBudget, crc_reason, drop_reason, undecodable_reason
 from gateway.errors import DecodeError
 from gateway.mux import FrameDropped, FrameEnd
 from gateway.p1 import Frame
@@ -65,3 +65,15 @@ def test_every_code_given_is_one_the_payload_knows() -> None:
             assert why is not None
             codes.add(why[0])
     assert codes == REASON_CODES
+
+
+def test_a_port_may_send_ten_dropped_frames_a_second_in_bursts_of_twenty() -> None:
+    """A flood of cut frames sends a burst of 20, then 10 a second; ports count apart."""
+    budget = EvidenceBudget()
+    ms = 1_000_000
+    assert [budget.allow("m1", 0) for _ in range(21)] == [True] * 20 + [False]
+    assert budget.allow("m2", 0)
+    assert not budget.allow("m1", 99 * ms) and budget.allow("m1", 100 * ms)
+    sent = sum(budget.allow("m1", 100 * ms + i * ms) for i in range(1, 1001))  # 1000 in 1 s
+    assert sent == 10
+    assert [budget.allow("m1", 10_000 * ms) for _ in range(21)] == [True] * 20 + [False]
