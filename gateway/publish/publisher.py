@@ -261,9 +261,8 @@ class Publisher:
         reason_code: str = "crc_mismatch",
         length: int | None = None,
     ) -> SubmitOutcome:
-        """Route, number, spool and publish an invalid frame (bad CRC, undecodable, truncated,
-        oversize: `reason_code`; `length` its whole length when `raw` is only its start).
-        Never raises."""
+        """Route, number, spool and publish an invalid frame (its `reason_code`; `length` its
+        whole length when `raw` is only its start). Never raises."""
         try:
             raw = bytes(raw)
             try:
