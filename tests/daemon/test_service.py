@@ -127,14 +127,15 @@ def test_the_status_reads_back_as_written(tmp_path: Path) -> None:
 class RecordingGateway:
     """A real Gateway (not started) whose main loop runs in a thread, recording what it does."""
 
-    def __init__(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def __init__(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, extra: str = "") -> None:
         # No timer falls due during a test: whatever happens after the first pass was woken.
         monkeypatch.setattr(service, "WATCH_INTERVAL_S", 3600.0)
         monkeypatch.setattr(service, "HEALTH_INTERVAL_S", 3600.0)
-        path = write(tmp_path)
+        path = write(tmp_path, extra=extra)
         path.write_text(path.read_text() + "[status]\ninterval = 60\n")
         self.gateway = service.Gateway(load_config(path))
         self.health: list[bool] = []
+        self.health_at: list[datetime] = []
         self.reloads: list[str] = []
         self.gateway.publish_health = self.record_health  # type: ignore[method-assign]
         self.gateway.write_status = lambda state="running": None  # type: ignore[method-assign]
@@ -145,6 +146,7 @@ class RecordingGateway:
         """Record a health pass that had something to publish."""
         if self.gateway.take_health_due() or everything:
             self.health.append(everything)
+            self.health_at.append(datetime.now(UTC))
 
     def record_reload(self, why: str) -> bool:
         """Record a reload."""
@@ -166,3 +168,18 @@ def test_main_loop_is_woken_by_port_events_reloads_and_stop(
     rec.gateway.request_stop()
     rec.thread.join(10)
     assert not rec.thread.is_alive()
+
+
+def test_main_loop_wakes_at_a_slot_edge_for_a_whole_health_pass(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With every timer far off, a slot that begins shortly wakes the loop at its start to
+    publish every port's health (its slot counters restart there)."""
+    start = datetime.now(UTC) + timedelta(seconds=1.5)
+    rec = RecordingGateway(tmp_path, monkeypatch, slot("acme", start, start + timedelta(hours=1)))
+    rec.thread.start()
+    assert wait_until(lambda: len(rec.health) == 2, 10)
+    rec.gateway.request_stop()
+    rec.thread.join(10)
+    assert rec.health == [True, True]
+    assert rec.health_at[0] < start <= rec.health_at[1]
