@@ -14,7 +14,7 @@ import itertools
 import os
 import tomllib
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -134,6 +134,17 @@ class ClockConfig(_Frozen):
     require_sync: bool = True
 
 
+#: How long a frame may go without a byte before it is cut short as truncated (seconds).
+DEFAULT_TRUNCATE_AFTER_S = 1.0
+
+
+class FramingConfig(_Frozen):
+    """How frames are cut from each port's bytes (a variant may set its own)."""
+
+    truncate_after_s: float = Field(default=DEFAULT_TRUNCATE_AFTER_S, gt=0, le=60)
+    """A frame that gets no byte for this long is cut short: evidence as 'truncated'."""
+
+
 class LogConfig(_Frozen):
     """How the daemon logs."""
 
@@ -197,6 +208,8 @@ class VariantConfig(_Frozen):
     zone: ZoneName = None
     model: str | None = None
     description: str | None = None
+    truncate_after_s: float | None = Field(default=None, gt=0, le=60)
+    """None: `[framing] truncate_after_s`."""
 
 
 class SlotConfig(_Frozen):
@@ -244,6 +257,7 @@ class _MainFile(_EnvFirst):
     mqtt: MqttConfig = MqttConfig()
     spool: SpoolConfig = SpoolConfig()
     clock: ClockConfig = ClockConfig()
+    framing: FramingConfig = FramingConfig()
     log: LogConfig = LogConfig()
     status: _StatusSection = _StatusSection()
     variants_file: Path | None = None
@@ -278,6 +292,7 @@ class GatewayConfig:
     slots: tuple[SlotConfig, ...]
     variants_file: Path | None
     slots_file: Path | None
+    framing: FramingConfig = field(default_factory=FramingConfig)
 
     @property
     def watched_files(self) -> tuple[Path, ...]:
@@ -600,6 +615,7 @@ def load_config(path: str | os.PathLike[str]) -> GatewayConfig:
         slots=tuple(sorted((s for _, _, s in slot_entries), key=lambda s: s.start)),
         variants_file=variants_file,
         slots_file=slots_file,
+        framing=main.framing,
     )
 
 

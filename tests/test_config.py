@@ -329,3 +329,14 @@ def test_check_config_exit_codes(tmp_path: Path) -> None:
     bad = run_cli("check-config", "--config", str(path))
     assert bad.returncode == 2
     assert f"{tmp_path / 'variants.toml'}: variant[1].id:" in bad.stderr
+
+
+def test_truncate_after_s_is_positive_in_framing_and_per_variant(tmp_path: Path) -> None:
+    """`[framing] truncate_after_s` and a variant's own must be positive seconds (at most 60)."""
+    cfg = load_config(write_config(tmp_path, MAIN + "[framing]\ntruncate_after_s = 2.5\n"))
+    assert cfg.framing.truncate_after_s == 2.5 and cfg.variants[0].truncate_after_s is None
+    probs = problems_of(write_config(tmp_path, MAIN + "[framing]\ntruncate_after_s = 0\n"))
+    assert any("gateway.toml: framing.truncate_after_s:" in p for p in probs), probs
+    bad = VARIANTS.replace('spec = "V2_2"', 'spec = "V2_2"\ntruncate_after_s = -1')
+    probs = problems_of(write_config(tmp_path, variants=bad))
+    assert any("variants.toml: variant[1].truncate_after_s:" in p for p in probs), probs

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.config import GatewayConfig, VariantConfig
+from gateway.config import FramingConfig, GatewayConfig, VariantConfig
 from gateway.mux import PortConfig
 from gateway.publish import (
     MqttSettings,
@@ -22,8 +22,11 @@ from gateway.publish import (
 RESTART_SECTIONS = ("rig", "mqtt", "spool", "clock", "status")
 
 
-def port_config(variant: VariantConfig) -> PortConfig:
-    """The multiplexer's view of a configured variant."""
+def port_config(variant: VariantConfig, framing: FramingConfig | None = None) -> PortConfig:
+    """The multiplexer's view of a configured variant (`framing`: the config's defaults)."""
+    truncate_after_s = variant.truncate_after_s
+    if truncate_after_s is None:
+        truncate_after_s = (framing or FramingConfig()).truncate_after_s
     return PortConfig(
         variant=variant.id,
         url=variant.port,
@@ -33,7 +36,13 @@ def port_config(variant: VariantConfig) -> PortConfig:
         parity=variant.parity,
         stopbits=variant.stopbits,
         request_line=variant.request_line,
+        truncate_after_s=truncate_after_s,
     )
+
+
+def port_configs(cfg: GatewayConfig) -> list[PortConfig]:
+    """The multiplexer's view of every configured variant."""
+    return [port_config(v, cfg.framing) for v in cfg.variants]
 
 
 def schedule_of(cfg: GatewayConfig) -> SlotSchedule:

@@ -28,14 +28,23 @@ from gateway import __version__
 from gateway.config import GatewayConfig, diff_variants, load_config
 from gateway.daemon.adapters import (
     catalogue_of,
-    port_config,
+    port_configs,
     publisher_settings,
     restart_only_changes,
     schedule_of,
 )
+from gateway.daemon.evidence import (
+    CRC_MISMATCH,
+    UNDECODABLE,
+    EvidenceBudget,
+    crc_reason,
+    drop_reason,
+    undecodable_reason,
+)
 from gateway.daemon.logs import configure_logging, log_dropped
 from gateway.daemon.loop import Job, Timers, watchdog_ok
 from gateway.daemon.notify import Notifier
+from gateway.daemon.publichealth import SlotCounters, next_edge_ns, public_health, run_at
 from gateway.daemon.statusfile import (
     BrokerStatus,
     ClockStatus,
@@ -102,9 +111,13 @@ class Gateway:
         self.schedule = schedule_of(cfg)
         """The slot schedule the publisher routes by (the status shows its current slot)."""
         self._specs = {v.id: v for v in cfg.variants}
+        ports = port_configs(cfg)
+        self._truncate_after_s = {p.variant: p.truncate_after_s for p in ports}
+        self._evidence = EvidenceBudget()
+        """How many dropped frames each port may still send (reader thread only)."""
         self._clock = SystemClockProbe()
         self.publisher = Publisher(publisher_settings(cfg), self.schedule, clock_synced=self._clock)
-        self.mux = Multiplexer(self.consume, [port_config(v) for v in cfg.variants])
+        self.mux = Multiplexer(self.consume, ports)
         self._watcher = FileWatcher.of(cfg.watched_files)
         self._status_writer = StatusWriter(cfg.status.file)
         self._status_error: str | None = None
@@ -113,6 +126,8 @@ class Gateway:
         self._wake = threading.Event()  # set with each of the above and by port events
         self._health_due: set[str] = set()
         self._health_lock = threading.Lock()
+        self._slot_counters = SlotCounters()
+        """The public health's counters since the slot began (main thread only)."""
 
     # -- the reader thread's side (hot path) --
 
@@ -124,6 +139,7 @@ class Gateway:
                 time.sleep(READER_YIELD_S)  # let the writer and the network thread catch up
         elif type(event) is FrameDropped:
             self.counters.dropped_frames += 1
+            self._dropped(event)
         else:
             self._port_event(event)
 
@@ -135,7 +151,7 @@ class Gateway:
             return
         if frame.crc_ok is False:
             self.counters.invalid_crc += 1
-            reason = f"crc mismatch: sent {frame.crc_given}, computed {frame.crc_computed:04X}"
+            code, reason = CRC_MISMATCH, crc_reason(frame)
         else:
             try:
                 telegram = decode_telegram(
@@ -143,7 +159,7 @@ class Gateway:
                 )
             except TelegramError as exc:
                 self.counters.undecodable += 1
-                reason = f"undecodable: {exc}"
+                code, reason = UNDECODABLE, undecodable_reason(exc)
             else:
                 self.counters.telegrams += 1
                 self.publisher.submit_telegram(
@@ -151,7 +167,40 @@ class Gateway:
                 )
                 return
         self.publisher.submit_invalid(
-            event.variant, frame.raw, reason, event.received_monotonic_ns, event.received_wall_ns
+            event.variant,
+            frame.raw,
+            reason,
+            event.received_monotonic_ns,
+            event.received_wall_ns,
+            reason_code=code,
+        )
+
+    def _dropped(self, event: FrameDropped) -> None:
+        """Hand a frame cut short or over the size bound to the holder as invalid evidence."""
+        quiet_s = self._truncate_after_s.get(event.variant)
+        if quiet_s is None:  # removed by a reload while its bytes were in flight
+            return
+        why = drop_reason(event, quiet_s)
+        if why is None:  # the gateway closed the port inside it: not the meter's doing
+            return
+        if not self._evidence.allow(event.variant, event.received_monotonic_ns):
+            self.counters.evidence_withheld += 1  # a flood: counted in health, not sent
+            if self.counters.evidence_withheld % 1000 == 1:
+                log.warning(
+                    "a port floods cut or oversize frames: only some go to the holder",
+                    variant=event.variant,
+                    withheld=self.counters.evidence_withheld,
+                )
+            return
+        code, reason = why
+        self.publisher.submit_invalid(
+            event.variant,
+            event.raw,
+            reason,
+            event.received_monotonic_ns,
+            event.received_wall_ns,
+            reason_code=code,
+            length=event.size,
         )
 
     def _port_event(self, event: MuxEvent) -> None:
@@ -217,7 +266,8 @@ class Gateway:
         watchdog) or until it is woken: by a stop or reload request, or by a port event whose
         health is to go out now. The timers keep a common origin, so the ones of equal period
         (the status file and the config watch, 1 s each by default) fall due together: one
-        wake-up a second when idle.
+        wake-up a second when idle. It also wakes at every slot edge (by the wall clock the
+        slots are in) to publish every port's health with its slot counters restarted.
         """
         timers = Timers(
             time.monotonic(),
@@ -228,10 +278,13 @@ class Gateway:
                 Job.WATCHDOG: self.notifier.watchdog_interval,  # None: systemd does not watch
             },
         )
+        edge = next_edge_ns(self.schedule, time.time_ns())
         while not self._stop.is_set():
             self._wake.clear()  # before looking: a request made from here on wakes the next wait
             now = time.monotonic() + DUE_SLACK_S
             due = timers.due(now)
+            looked = time.time_ns()
+            at_edge = edge is not None and looked >= edge
             if self._reload.is_set():
                 self._reload.clear()
                 self.reload("signal")
@@ -242,7 +295,7 @@ class Gateway:
                     self.reload("file changed: " + ", ".join(p.name for p in changed))
             if Job.HEALTH in due:
                 timers.done(Job.HEALTH, now)
-            self.publish_health(everything=Job.HEALTH in due)
+            self.publish_health(everything=Job.HEALTH in due or at_edge)
             if Job.STATUS in due:
                 timers.done(Job.STATUS, now)
                 self.write_status()
@@ -250,7 +303,11 @@ class Gateway:
                 timers.done(Job.WATCHDOG, now)
                 self.feed_watchdog()
             self.notifier.flush()  # what systemd could not take before, if it can now
-            self._wake.wait(max(0.0, timers.next_wake() - time.monotonic()))
+            wait = timers.next_wake() - time.monotonic()
+            edge = next_edge_ns(self.schedule, looked)  # (the schedule may have been reloaded)
+            if edge is not None:  # a slot begins or ends: the slot counters restart then
+                wait = min(wait, (edge - time.time_ns()) / 1e9)
+            self._wake.wait(max(0.0, wait))
 
     def stop(self, timeout: float = 4.0) -> None:
         """Stop reading, flush what can be flushed, publish offline, within `timeout` s.
@@ -287,8 +344,10 @@ class Gateway:
             return False
         diff = diff_variants(self.cfg.variants, new.variants)
         self._specs = {v.id: v for v in new.variants}
-        if not diff.empty:
-            self.mux.apply([port_config(v) for v in new.variants])
+        ports = port_configs(new)
+        self._truncate_after_s = {p.variant: p.truncate_after_s for p in ports}
+        if ports != port_configs(self.cfg):  # a variant, or [framing] for them all
+            self.mux.apply(ports)
             for gone in diff.removed:
                 self.publisher.clear_health(gone)
         if new.slots != self.cfg.slots:
@@ -330,14 +389,20 @@ class Gateway:
         return due
 
     def publish_health(self, *, everything: bool) -> None:
-        """Publish the retained health of ports that changed state (or of all, routinely)."""
+        """Publish the retained public health of ports that changed state (or of all,
+        routinely, and at every slot edge): no host details, counters since the slot began."""
         due = self.take_health_due()
         if not (due or everything):
             return
-        for variant, snap in self.mux.snapshot().items():
+        snapshots = self.mux.snapshot()
+        wall = time.time_ns()
+        self._slot_counters.observe(
+            run_at(self.schedule, wall), wall, {v: s.counters for v, s in snapshots.items()}
+        )
+        for variant, snap in snapshots.items():
             if everything or variant in due:
                 try:
-                    self.publisher.publish_health(variant, snap.to_dict())
+                    self.publisher.publish_health(variant, public_health(snap, self._slot_counters))
                 except GatewayError as exc:
                     log.error("health not published", variant=variant, error=str(exc))
 

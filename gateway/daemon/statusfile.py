@@ -4,7 +4,8 @@ The daemon builds a `DaemonStatus` about once a second and writes its `to_json()
 turns whatever JSON it finds back into one with `DaemonStatus.from_json`, which reads a missing
 key (a file written by an older gateway) as unknown: None, or the section's default, never an
 error. A key the reader does not know (a newer gateway's) is ignored. Each port's entry is the
-health payload the multiplexer makes (`PortEntry`, also published retained as p1/R/health/V).
+multiplexer's full view of its health (`PortEntry`): the public p1/R/health/V is the same less
+what names the rig's host (its `port` and `last_error`), plus counters since the slot began.
 
 Where the file is: `status_file` in gateway.config. Only the standard library is imported here,
 so `p1-gateway status` stays light.
@@ -51,6 +52,8 @@ class PortEntry(TypedDict, total=False):
     jitter_max_ms: float | None
     jitter_samples: int
     mean_interval_s: float | None
+    error: str | None
+    """Why the port is down, as a category: 'unplugged', 'disconnected', 'cannot open'."""
     last_error: str | None
 
 
@@ -149,6 +152,8 @@ class GatewayCounters:
     dropped_frames: int = 0
     reloads: int = 0
     reloads_refused: int = 0
+    evidence_withheld: int = 0
+    """Dropped frames not sent to the holder: over a port's evidence budget (a flood)."""
 
     def to_json(self) -> dict[str, int]:
         """The counters as a flat mapping."""

@@ -7,6 +7,7 @@ decode telegrams and knows nothing of MQTT or of the configuration files.
 
 from gateway.mux.events import (
     FrameDropped,
+    FrameEnd,
     FrameReceived,
     MuxEvent,
     PortClosed,
@@ -18,6 +19,7 @@ from gateway.mux.events import (
     PortUp,
 )
 from gateway.mux.health import (
+    FaultKind,
     HealthCounters,
     HealthState,
     IntervalSource,
@@ -32,7 +34,9 @@ from gateway.mux.serial_io import OpenPort, open_port
 __all__ = [
     "ApplyPlan",
     "Consumer",
+    "FaultKind",
     "FrameDropped",
+    "FrameEnd",
     "FrameReceived",
     "HealthCounters",
     "HealthState",

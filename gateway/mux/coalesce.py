@@ -96,6 +96,10 @@ class ReadCoalescer:
         self._first_ns = None
         self._last_read_ns = 0
 
+    def abandon(self) -> None:
+        """The frame in progress ended without completing (cut short): forget where it began."""
+        self._first_ns = None
+
     @property
     def prediction(self) -> tuple[int, int] | None:
         """(frame size in bytes, lag in ns behind the line rate), or None while parking is off."""

@@ -9,6 +9,7 @@ anything -> down is `PortOpenFailed`, `PortLost` or `PortClosed`.
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 
 from gateway.p1 import Frame
@@ -26,14 +27,35 @@ class FrameReceived:
     """time.time_ns() at the same moment (may be wrong until the clock syncs)."""
 
 
+class FrameEnd(enum.Enum):
+    """What ended a frame that never completed."""
+
+    NEXT_FRAME = "next_frame"
+    """A new '/' began the next frame."""
+    QUIET_LINE = "quiet_line"
+    """No byte came for the port's `truncate_after_s` inside the frame."""
+    PORT_LOST = "port_lost"
+    """The port failed (unplugged, hung up) inside the frame."""
+    PORT_CLOSED = "port_closed"
+    """The port was closed on purpose (removed, changed, stopping) inside the frame."""
+
+
 @dataclass(frozen=True, slots=True)
 class FrameDropped:
-    """A started frame that never completed: 'oversize', or 'truncated' (new '/', or port lost)."""
+    """A started frame that never completed: 'oversize' (no end within the bound) or
+    'truncated' (cut short), with its bytes and the time of the read that brought its last byte
+    (what it is routed by, as a received frame is)."""
 
     variant: str
     reason: str
+    """'oversize' or 'truncated'."""
     size: int
-    at_monotonic_ns: int
+    """Its whole length in bytes (an oversize one counted up to where it ended)."""
+    received_monotonic_ns: int
+    received_wall_ns: int
+    raw: bytes
+    """Its bytes from '/' on, at most the port's `max_frame_size` (parity stripped, as framed)."""
+    ended_by: FrameEnd
 
 
 @dataclass(frozen=True, slots=True)

@@ -55,6 +55,30 @@ class HealthState(enum.Enum):
     DOWN = "down"
 
 
+class FaultKind(enum.Enum):
+    """Why a port is down, as a category that names nothing of the rig's host (the public
+    health says this; the technician's status has the error's text too)."""
+
+    UNPLUGGED = "unplugged"
+    """The device is gone: its path is missing."""
+    DISCONNECTED = "disconnected"
+    """The open port failed (end of file, a read error) while its path is still there."""
+    CANNOT_OPEN = "cannot open"
+    """The port is there but does not open (busy, no permission, unreachable host)."""
+
+
+def fault_of(*, lost: bool, missing: bool) -> FaultKind:
+    """The category of a port's failure: lost while open, or failed to open; path missing."""
+    if missing:
+        return FaultKind.UNPLUGGED
+    return FaultKind.DISCONNECTED if lost else FaultKind.CANNOT_OPEN
+
+
+#: The health keys that name the rig's host (a device path or URL, an error text naming it):
+#: the technician's status has them, the public health (`to_public_dict`) leaves them out.
+HOST_KEYS = ("port", "last_error")
+
+
 class IntervalSource(enum.Enum):
     """Where a port's expected telegram interval came from."""
 
@@ -127,9 +151,11 @@ class PortHealthSnapshot:
     counters: HealthCounters
     jitter: JitterStats
     last_error: str | None
+    fault: FaultKind | None = None
+    """Why the port is down, as a category (None while it is not, or closed on purpose)."""
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready flat mapping (the retained p1/R/health/V payload, the status table)."""
+        """A JSON-ready flat mapping, the full view (the status file and its table)."""
         out: dict[str, Any] = {
             "variant": self.variant,
             "port": self.url,
@@ -155,7 +181,15 @@ class PortHealthSnapshot:
         out["jitter_max_ms"] = _round(jitter.max_abs_deviation_ms)
         out["jitter_samples"] = jitter.samples
         out["mean_interval_s"] = _round(jitter.mean_interval_s, 4)
+        out["error"] = None if self.fault is None else self.fault.value
         out["last_error"] = self.last_error
+        return out
+
+    def to_public_dict(self) -> dict[str, Any]:
+        """`to_dict` without what names the rig's host (`HOST_KEYS`): the public health."""
+        out = self.to_dict()
+        for key in HOST_KEYS:
+            del out[key]
         return out
 
 
@@ -187,6 +221,7 @@ class PortHealth:
         self._jitter_anchor: int | None = None
         self._intervals: deque[int] = deque(maxlen=jitter_window)
         self._last_error: str | None = None
+        self._fault: FaultKind | None = None
         self._c: dict[str, int] = dict.fromkeys(HealthCounters.__dataclass_fields__, 0)
         self.url = url
         self.spec = spec
@@ -222,22 +257,26 @@ class PortHealth:
         self._opened_at = now_ns
         self._jitter_anchor = None
         self._last_error = None
+        self._fault = None
         return self._enter(HealthState.UP, now_ns)
 
-    def open_failed(self, now_ns: int, error: str) -> HealthState | None:
-        """An attempt to open the port failed."""
+    def open_failed(self, now_ns: int, error: str, *, missing: bool = False) -> HealthState | None:
+        """An attempt to open the port failed (`missing`: its device path is not there)."""
         self._c["open_failures"] += 1
         self._last_error = error
+        self._fault = fault_of(lost=False, missing=missing)
         return self._enter(HealthState.DOWN, now_ns)
 
-    def lost(self, now_ns: int, error: str) -> HealthState | None:
+    def lost(self, now_ns: int, error: str, *, missing: bool = False) -> HealthState | None:
         """The open port failed (unplugged, hung up, network server gone)."""
         self._lost_since_open = True
         self._last_error = error
+        self._fault = fault_of(lost=True, missing=missing)
         return self._close(now_ns)
 
     def closed(self, now_ns: int) -> HealthState | None:
-        """The port was closed on purpose (removed, changed, stopping)."""
+        """The port was closed on purpose (removed, changed, stopping): down, and no fault."""
+        self._fault = None
         return self._close(now_ns)
 
     def _close(self, now_ns: int) -> HealthState | None:
@@ -380,4 +419,5 @@ class PortHealth:
             counters=self.counters,
             jitter=self.jitter(),
             last_error=self._last_error,
+            fault=self._fault,
         )

@@ -472,25 +472,43 @@ class Multiplexer:
             self._attention.add(port)
 
     def _tick(self, now: int) -> int:
-        """Let health see time pass: report ports that fell silent; return when to tick next.
+        """Let time pass: report ports that fell silent, cut frames whose line went quiet;
+        return when to tick next.
 
         That is `tick_s` from now (the loop's liveness), or sooner when a port would fall
-        silent before then; a telegram meanwhile only makes that visit find nothing to do.
+        silent or a frame in progress be cut before then; a byte or a telegram meanwhile only
+        makes that visit find nothing to do. A frame begun after a tick is looked at by the
+        next one: a quiet line cuts it between one and two `truncate_after_s` after its last
+        byte. A parked port is read first (its bytes may be waiting), then looked at again.
         """
         wall = self._wall()
         events: list[tuple[_Port, MuxEvent]] = []
+        quiet: list[_Port] = []
         next_tick = now + self._tick_ns
         with self._health_lock:
             for port in self._ports.values():
-                due = port.state.silent_due_ns()
+                state = port.state
+                cut = state.quiet_due_ns()
+                if cut is not None:
+                    if cut > now:
+                        next_tick = min(next_tick, cut)
+                    else:
+                        quiet.append(port)
+                due = state.silent_due_ns()
                 if due is not None and due > now:
                     next_tick = min(next_tick, due)
                     continue
-                silent = port.state.tick(now, wall)
+                silent = state.tick(now, wall)
                 if silent is not None:
                     events.append((port, silent))
         for port, event in events:
             self._emit(port, event)
+        for port in quiet:
+            if port.park_until_ns:
+                self._read(port, parked=True)
+            with self._health_lock:
+                expired = port.state.expire(now)
+            self._emit_all(port, expired)
         return next_tick
 
     def _poll(self, port: _Port) -> None:

@@ -22,6 +22,11 @@ no open is tried: its presence is checked on a grid every missing port shares (s
 them cost one wake-up per check), every `presence` (50 ms), and after `presence_slow_after` (30 s)
 missing, every `presence_slow` (0.5 s, on points of the fast grid too).
 
+A frame that gets no byte for the port's `truncate_after_s` (1 s) is cut short: `quiet_due_ns`
+says when, and `expire` cuts it (the loop visits on its health tick, so it is cut between one
+and two such spans after its last byte). A dropped frame (cut short, oversize) is reported with
+its bytes and the time of the read that brought its last byte, as a received frame is.
+
 Health (`PortHealth`) and framing (`gateway.p1.Framer`, with the `ReadCoalescer`) are the
 port's, and change only through these methods; the loop reads them under its own lock.
 """
@@ -35,6 +40,7 @@ from dataclasses import dataclass
 from gateway.mux.coalesce import ReadCoalescer, byte_time_ns
 from gateway.mux.events import (
     FrameDropped,
+    FrameEnd,
     FrameReceived,
     MuxEvent,
     PortClosed,
@@ -46,7 +52,7 @@ from gateway.mux.events import (
 )
 from gateway.mux.health import HealthState, PortHealth, PortHealthSnapshot
 from gateway.mux.profile import PortConfig
-from gateway.p1 import Frame, Framer
+from gateway.p1 import DroppedFrame, Frame, Framer
 
 
 class Phase(enum.Enum):
@@ -140,11 +146,14 @@ class PortState:
         "_framer",
         "_generation",
         "_health",
+        "_last_data_ns",
+        "_last_data_wall_ns",
         "_last_failure",
         "_missing_since_ns",
         "_next_check_ns",
         "_phase",
         "_polled",
+        "_quiet_ns",
         "_retry_at_ns",
         "_timings",
         "_was_lost",
@@ -176,6 +185,10 @@ class PortState:
         """While waiting: when the port's path was first found missing; None: it is there."""
         self._was_lost = False
         self._consumer_errors = 0
+        self._quiet_ns = round(config.truncate_after_s * 1e9)
+        self._last_data_ns = 0
+        """The monotonic and wall times of the last read that brought bytes."""
+        self._last_data_wall_ns = 0
 
     # --- reading the state ------------------------------------------------------------------
 
@@ -215,6 +228,12 @@ class PortState:
     def silent_due_ns(self) -> int | None:
         """When `tick` would call the port silent if no telegram came first; None if it cannot."""
         return self._health.silent_due_ns()
+
+    def quiet_due_ns(self) -> int | None:
+        """When `expire` cuts the frame in progress if no byte comes first; None: no frame."""
+        if self._phase is not Phase.OPEN or not self._framer.in_frame:
+            return None
+        return self._last_data_ns + self._quiet_ns
 
     # --- opening and closing -----------------------------------------------------------------
 
@@ -272,7 +291,7 @@ class PortState:
         self._failures += 1
         delay = min(timings.reopen_initial_ns * 2 ** (self._failures - 1), timings.reopen_max_ns)
         self._wait(now_ns, delay, missing)
-        self._health.open_failed(now_ns, error)
+        self._health.open_failed(now_ns, error, missing=missing)
         if self._failures != 1 and error == self._last_failure:
             return []
         self._last_failure = error
@@ -294,11 +313,11 @@ class PortState:
         """The open port failed and its handle was closed: a partial frame is truncated, and
         the port is reopened after the first reopen delay (or when its missing path appears)."""
         self._require(Phase.OPEN)
-        events = self._detach(now_ns)
+        events = self._detach(FrameEnd.PORT_LOST)
         self._was_lost = True
         self._failures = 0
         self._wait(now_ns, self._timings.reopen_initial_ns, missing)
-        self._health.lost(now_ns, error)
+        self._health.lost(now_ns, error, missing=missing)
         config = self._config
         events.append(PortLost(config.variant, config.url, error, now_ns, wall_ns))
         return events
@@ -307,7 +326,7 @@ class PortState:
         """The port was closed on purpose ('removed', 'changed', 'stopped'), in any phase; an
         open in flight becomes stale. Reported only if it was open."""
         was_open = self._phase is Phase.OPEN
-        events = self._detach(now_ns)
+        events = self._detach(FrameEnd.PORT_CLOSED)
         self._generation += 1
         self._phase = Phase.IDLE
         self._health.closed(now_ns)
@@ -323,6 +342,7 @@ class PortState:
         self._config = config
         self._framer = _framer_for(config)
         self._coalescer = _coalescer_for(config, self._timings.coalesce_guard_ns)
+        self._quiet_ns = round(config.truncate_after_s * 1e9)
         self._failures = 0
         self._last_failure = None
 
@@ -359,6 +379,8 @@ class PortState:
         framer = self._framer
         began_partial = framer.pending > 0
         noise_before = framer.counters.noise_bytes
+        before_ns, before_wall_ns = self._last_data_ns, self._last_data_wall_ns
+        self._last_data_ns, self._last_data_wall_ns = now_ns, wall_ns
         error: Exception | None = None
         events: list[MuxEvent] = []
         try:
@@ -380,9 +402,12 @@ class PortState:
                     if change is HealthState.UP:
                         events.append(PortUp(variant, now_ns, wall_ns))
                     events.append(FrameReceived(variant, item, now_ns, wall_ns))
+                elif item.earlier:  # its last byte came with the read before this one
+                    events.append(
+                        self._dropped(item, before_ns, before_wall_ns, FrameEnd.NEXT_FRAME)
+                    )
                 else:
-                    health.dropped(item.reason.value)
-                    events.append(FrameDropped(variant, item.reason.value, item.size, now_ns))
+                    events.append(self._dropped(item, now_ns, wall_ns, FrameEnd.NEXT_FRAME))
         coalescer = self._coalescer
         if coalescer is None or self._polled:
             return Received(events, 0, error)
@@ -411,6 +436,20 @@ class PortState:
             wall_ns,
         )
 
+    def expire(self, now_ns: int) -> list[MuxEvent]:
+        """Let time pass inside a frame: no byte for `truncate_after_s` cuts it short (its
+        drop is received at the read of its last byte). Nothing when not due."""
+        due = self.quiet_due_ns()
+        if due is None or now_ns < due:
+            return []
+        dropped = self._framer.cut()
+        if self._coalescer is not None:
+            self._coalescer.abandon()
+        if dropped is None:
+            return []
+        mono, wall = self._last_data_ns, self._last_data_wall_ns
+        return [self._dropped(dropped, mono, wall, FrameEnd.QUIET_LINE)]
+
     def consumer_failed(self) -> int:
         """The consumer raised on one of this port's events; returns how many times so far."""
         self._health.consumer_error()
@@ -426,16 +465,21 @@ class PortState:
                 f"port {self._config.variant} is {self._phase.value}, not {phase.value}"
             )
 
-    def _detach(self, now_ns: int) -> list[MuxEvent]:
-        """The handle is gone: forget the partial frame (a truncated drop) and the prediction."""
+    def _dropped(self, item: DroppedFrame, mono: int, wall: int, end: FrameEnd) -> FrameDropped:
+        """Count a dropped frame and report it, received at (`mono`, `wall`)."""
+        reason = item.reason.value
+        self._health.dropped(reason)
+        return FrameDropped(self._config.variant, reason, item.size, mono, wall, item.raw, end)
+
+    def _detach(self, end: FrameEnd) -> list[MuxEvent]:
+        """The handle is gone: end the partial frame (a drop) and forget the prediction."""
         if self._coalescer is not None:
             self._coalescer.reset()
-        pending = self._framer.pending
+        dropped = self._framer.cut()
         self._framer.reset()
-        if not pending:
+        if dropped is None:
             return []
-        self._health.dropped("truncated")
-        return [FrameDropped(self._config.variant, "truncated", pending, now_ns)]
+        return [self._dropped(dropped, self._last_data_ns, self._last_data_wall_ns, end)]
 
     def _wait(self, now_ns: int, delay_ns: int, missing: bool) -> None:
         """Wait to reopen: after `delay_ns`, or, while the path is missing, when it appears."""

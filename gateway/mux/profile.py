@@ -13,6 +13,9 @@ from typing import Literal
 from gateway.identifiers import validate_variant_id
 from gateway.p1 import DEFAULT_MAX_FRAME_SIZE
 
+#: How long a frame may get no byte before it is cut short as truncated (seconds).
+DEFAULT_TRUNCATE_AFTER_S = 1.0
+
 #: Specs whose meters talk 9600 baud 7E1 (DSMR 2.2 and 3.0).
 SEVEN_E_ONE_SPECS = frozenset({"V2_2", "V3"})
 
@@ -106,6 +109,8 @@ class PortConfig:
     interval_s: float | None = None
     """The meter's telegram period; None: from the spec, or learned from the telegrams."""
     max_frame_size: int = DEFAULT_MAX_FRAME_SIZE
+    truncate_after_s: float = DEFAULT_TRUNCATE_AFTER_S
+    """A frame that gets no byte for this long is cut short (truncated)."""
     profile: SerialProfile = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -118,6 +123,8 @@ class PortConfig:
             raise ValueError(f"variant {self.variant}: interval_s must be positive")
         if self.max_frame_size < 64:
             raise ValueError(f"variant {self.variant}: max_frame_size too small")
+        if self.truncate_after_s <= 0:
+            raise ValueError(f"variant {self.variant}: truncate_after_s must be positive")
         profile = resolve_profile(
             self.spec,
             baudrate=self.baudrate,

@@ -2,9 +2,14 @@
 
 A frame runs from '/' through '!', then 0 to 4 hex digits of CRC, then CR LF. The framer
 resynchronises on every '/', so a telegram cut short by a new '/' is dropped (counted as
-truncated) and the new one is framed. Bytes outside frames are counted as noise. A frame that
-grows past `max_frame_size` without its end is dropped and counted, so memory stays bounded
-whatever the line carries. Feeding the stream whole or one byte at a time gives the same frames.
+truncated, its bytes handed out as evidence) and the new one is framed. Bytes outside frames are
+counted as noise. A frame that grows past `max_frame_size` without its end is oversize: its
+first `max_frame_size` bytes are kept, the rest is only counted up to the next '/', where it is
+dropped, so memory stays bounded whatever the line carries. Feeding the stream whole or one byte
+at a time gives the same frames.
+
+The framer has no clock: a line that goes quiet inside a frame is the caller's to notice, and
+`cut()` then ends the frame as truncated (or an oversize one where it stands).
 """
 
 from __future__ import annotations
@@ -54,10 +59,16 @@ class DropReason(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class DroppedFrame:
-    """A started frame that was dropped: too large, or cut short by a new '/'."""
+    """A started frame that was dropped: too large, or cut short (by a new '/', or by `cut`)."""
 
     reason: DropReason
     size: int
+    """The frame's whole length in bytes: for an oversize one, counted up to where it ended."""
+    raw: bytes = b""
+    """Its bytes from '/' on, at most `max_frame_size` of them (parity stripped when asked)."""
+    earlier: bool = field(default=False, compare=False)
+    """Its last byte came with an earlier `feed` than the one that reports it (the new '/' that
+    ended it was the first byte of this one), or it was ended by `cut`."""
 
 
 FramerEvent = Frame | DroppedFrame
@@ -85,6 +96,12 @@ class Framer:
     counters: FramerCounters = field(default_factory=FramerCounters)
     _buf: bytearray = field(default_factory=bytearray, repr=False)
     _scan: int = field(default=1, repr=False)
+    _fresh: int = field(default=0, repr=False)
+    """Where the bytes of the current `feed` begin in the buffer (those before came earlier)."""
+    _over: bytes | None = field(default=None, repr=False)
+    """While an oversize frame runs on to the next '/': its first `max_frame_size` bytes."""
+    _over_size: int = field(default=0, repr=False)
+    """...and its length so far."""
 
     def feed(self, data: bytes) -> list[FramerEvent]:
         """Take the next bytes of the stream; return the frames and drops they complete."""
@@ -92,28 +109,57 @@ class Framer:
         counters.bytes_in += len(data)
         if self.strip_parity:
             data = data.translate(_STRIP_PARITY)
+        events: list[FramerEvent] = []
+        if self._over is not None:
+            start = data.find(b"/")
+            if start < 0:
+                self._over_size += len(data)
+                return events
+            self._over_size += start
+            events.append(self._end_oversize(earlier=start == 0))
+            data = data[start:] if start else data
         if not self._buf:
             start = data.find(b"/")
             if start < 0:
                 counters.noise_bytes += len(data)
-                return []
+                return events
             counters.noise_bytes += start
             data = data[start:] if start else data
+        self._fresh = len(self._buf)
         self._buf += data
-        events: list[FramerEvent] = []
         while self._buf and self._step(events):
             pass
         return events
+
+    def cut(self) -> DroppedFrame | None:
+        """End the frame in progress here (the line went quiet, or the port was lost): a
+        truncated drop with its bytes, or the oversize one where it stands; None if none."""
+        if self._over is not None:
+            return self._end_oversize(earlier=True)
+        if not self._buf:
+            return None
+        self.counters.truncated += 1
+        dropped = DroppedFrame(DropReason.TRUNCATED, len(self._buf), bytes(self._buf), True)
+        self.reset()
+        return dropped
 
     def reset(self) -> None:
         """Forget a partial frame (say, after the port was reopened); counters stay."""
         self._buf.clear()
         self._scan = 1
+        self._fresh = 0
+        self._over = None
+        self._over_size = 0
 
     @property
     def pending(self) -> int:
         """How many bytes of an unfinished frame are buffered."""
         return len(self._buf)
+
+    @property
+    def in_frame(self) -> bool:
+        """Whether a frame has begun and not ended (an oversize one included)."""
+        return bool(self._buf) or self._over is not None
 
     def _step(self, events: list[FramerEvent]) -> bool:
         """Advance over the buffer, which starts with '/'; return False when it needs more bytes."""
@@ -123,11 +169,11 @@ class Framer:
         bang = buf.find(b"!", self._scan, limit)
         restart = buf.find(b"/", self._scan, bang if bang >= 0 else limit)
         if restart >= 0:
-            self._drop(restart, DropReason.TRUNCATED, events)
+            self._truncated(restart, events)
             return True
         if bang < 0:
             if len(buf) >= self.max_frame_size:
-                self._drop(self.max_frame_size, DropReason.OVERSIZE, events)
+                self._oversize(events)
                 return True
             self._scan = len(buf)
             return False
@@ -175,14 +221,38 @@ class Framer:
             events.append(Frame(raw, None, None))
         self._consume(end)
 
-    def _drop(self, size: int, reason: DropReason, events: list[FramerEvent]) -> None:
-        """Discard the first `size` buffered bytes of a frame that will never complete."""
-        if reason is DropReason.OVERSIZE:
-            self.counters.oversize += 1
-        else:
-            self.counters.truncated += 1
-        events.append(DroppedFrame(reason, size))
+    def _truncated(self, size: int, events: list[FramerEvent]) -> None:
+        """Drop the first `size` buffered bytes: a frame cut short by the '/' that follows."""
+        self.counters.truncated += 1
+        raw = bytes(self._buf[:size])
+        events.append(DroppedFrame(DropReason.TRUNCATED, size, raw, size <= self._fresh))
         self._consume(size)
+
+    def _oversize(self, events: list[FramerEvent]) -> None:
+        """The buffered frame reached `max_frame_size` without its end: keep its first bytes,
+        and count the rest up to the next '/' (in the buffer, or in the bytes still to come)."""
+        buf = self._buf
+        limit = self.max_frame_size
+        self._over = bytes(buf[:limit])
+        start = buf.find(b"/", limit)
+        if start < 0:
+            self._over_size = len(buf)
+            buf.clear()
+            self._scan = 1
+            self._fresh = 0
+            return
+        self._over_size = start
+        events.append(self._end_oversize(earlier=start <= self._fresh))
+        del buf[:start]
+        self._scan = 1
+        self._fresh = max(0, self._fresh - start)
+
+    def _end_oversize(self, *, earlier: bool) -> DroppedFrame:
+        """The oversize frame ends here: its drop, with its first bytes and its whole length."""
+        raw, size = self._over or b"", self._over_size
+        self._over, self._over_size = None, 0
+        self.counters.oversize += 1
+        return DroppedFrame(DropReason.OVERSIZE, size, raw, earlier)
 
     def _consume(self, size: int) -> None:
         """Remove `size` bytes; skip any noise after them up to the next '/'."""
@@ -191,7 +261,9 @@ class Framer:
         if start < 0:
             self.counters.noise_bytes += len(buf) - size
             buf.clear()
+            self._fresh = 0
         else:
             self.counters.noise_bytes += start - size
             del buf[:start]
+            self._fresh = max(0, self._fresh - start)
         self._scan = 1

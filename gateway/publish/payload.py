@@ -186,10 +186,22 @@ def _telegram_body(telegram: Telegram, objects_json: str) -> bytes:
         raise PayloadError(f"text not encodable as UTF-8: {exc}") from exc
 
 
-def invalid_body(raw: bytes, reason: str) -> bytes:
-    """The tail of an invalid-frame payload: reason, and raw as a latin-1 string (exact)."""
-    text = f'"reason":{_encode_str(reason)},"raw_encoding":"latin-1","raw":' + _encode_str(
-        raw.decode("latin-1")
+#: Why a frame is invalid: the `reason_code` of an invalid payload.
+REASON_CODES = frozenset({"crc_mismatch", "truncated", "oversize", "undecodable"})
+
+
+def invalid_body(
+    raw: bytes, reason: str, reason_code: str = "crc_mismatch", length: int | None = None
+) -> bytes:
+    """The tail of an invalid-frame payload: reason_code, reason, the frame's whole length
+    (`len(raw)` unless said: an oversize frame's raw holds only its first bytes), and raw as a
+    latin-1 string (exact). Raises PayloadError for a reason code not in REASON_CODES."""
+    if reason_code not in REASON_CODES:
+        raise PayloadError(f"unknown reason code {reason_code!r}")
+    size = len(raw) if length is None else int(length)
+    text = (
+        f'"reason_code":"{reason_code}","reason":{_encode_str(reason)},"length":{size},'
+        '"raw_encoding":"latin-1","raw":' + _encode_str(raw.decode("latin-1"))
     )
     try:
         return text.encode("utf-8")
@@ -234,8 +246,13 @@ def _measured(value: Any) -> Any:
     return value
 
 
+#: Keys that would name the rig's host (device paths, URLs, error texts naming them).
+_HOST_KEYS = frozenset({"port", "url", "path", "last_error"})
+
+
 def health_payload(rig: str, variant: str, health: Mapping[str, Any]) -> bytes:
-    """A port's retained health: {"rig", "variant", ...health}; refuses holder/slot keys.
+    """A port's retained health: {"rig", "variant", ...health}; refuses holder/slot keys and
+    keys that name the rig's host (a device path, an error text): every tester reads it.
 
     Health holds the gateway's own measurements (floats such as jitter), not meter values:
     those are written with their shortest repr, non-finite ones as null.
@@ -243,4 +260,7 @@ def health_payload(rig: str, variant: str, health: Mapping[str, Any]) -> bytes:
     leaked = _HOLDER_KEYS.intersection(health)
     if leaked:
         raise PayloadError(f"port health must not name holders: {sorted(leaked)}")
+    host = _HOST_KEYS.intersection(health)
+    if host:
+        raise PayloadError(f"public port health must not name the rig's host: {sorted(host)}")
     return encode_json_bytes({"rig": rig, "variant": variant, **_measured(health)})

@@ -251,13 +251,22 @@ class Publisher:
             return self._internal_error("submit_telegram", exc)
 
     def submit_invalid(
-        self, variant: str, raw: bytes, reason: str, received_mono_ns: int, received_wall_ns: int
+        self,
+        variant: str,
+        raw: bytes,
+        reason: str,
+        received_mono_ns: int,
+        received_wall_ns: int,
+        *,
+        reason_code: str = "crc_mismatch",
+        length: int | None = None,
     ) -> SubmitOutcome:
-        """Route, number, spool and publish a frame with a bad CRC (or unreadable). Never raises."""
+        """Route, number, spool and publish an invalid frame (its `reason_code`; `length` its
+        whole length when `raw` is only its start). Never raises."""
         try:
             raw = bytes(raw)
             try:
-                body = pl.invalid_body(raw, str(reason))
+                body = pl.invalid_body(raw, str(reason), reason_code, length)
             except (pl.PayloadError, TypeError, ValueError) as exc:
                 return self._reject(variant, "invalid", raw, f"encode: {exc}")
             item = _Prepared("invalid", raw, body)

@@ -122,6 +122,8 @@ class SimulatedMeter:
         self._noise_written = 0
         self._noise_left = 0
         self._noise_kind = NoiseKind.GARBAGE
+        self._noise_at = 0
+        """Where in its block the burst of noise goes on (a paced burst comes in pieces)."""
         self._bad_crc = 0
         self._truncate = 0
         self._silent_until_ns = 0
@@ -155,6 +157,8 @@ class SimulatedMeter:
     def inject_noise(self, nbytes: int, kind: NoiseKind = NoiseKind.GARBAGE) -> None:
         """Put `nbytes` of line noise between telegrams, generated as the line takes it."""
         with self._request():
+            if kind is not self._noise_kind or not self._noise_left:
+                self._noise_at = 0  # a new burst: from its block's start ('/' if unterminated)
             self._noise_left += nbytes
             self._noise_kind = kind
 
@@ -368,6 +372,8 @@ class SimulatedMeter:
         cut = self._truncate > 0 or _hits(every.get("truncate", 0), n)
         bad = not cut and (self._bad_crc > 0 or _hits(every.get("bad_crc", 0), n))
         if _hits(every.get("noise", 0), n):
+            if self._noise_kind is not NoiseKind.GARBAGE:
+                self._noise_at = 0
             self._noise_left += self._noise_bytes_each
             self._noise_kind = NoiseKind.GARBAGE
             self._feed_noise(self._noise_bytes_each)
@@ -402,12 +408,15 @@ class SimulatedMeter:
                 del self._seq_by_digest[old]
 
     def _feed_noise(self, limit: int) -> None:
-        """Move up to `limit` bytes of pending noise onto the line."""
-        size = min(self._noise_left, limit, len(self._garbage))
+        """Move up to `limit` bytes of pending noise onto the line, going on where the burst's
+        last piece stopped: a paced unterminated burst stays one run after its one '/'."""
+        block = self._unterminated if self._noise_kind is NoiseKind.UNTERMINATED else self._garbage
+        start = self._noise_at % len(block)
+        size = min(self._noise_left, limit, len(block) - start)
         if size <= 0:
             return
-        block = self._unterminated if self._noise_kind is NoiseKind.UNTERMINATED else self._garbage
-        self._backlog += block[:size]
+        self._backlog += block[start : start + size]
+        self._noise_at = start + size
         self._noise_left -= size
         self._noise_written += size
 

@@ -11,7 +11,12 @@ import pytest
 
 import gateway.daemon.service as service
 from gateway.config import GatewayConfig, load_config
-from gateway.daemon.adapters import catalogue_of, port_config, restart_only_changes
+from gateway.daemon.adapters import (
+    catalogue_of,
+    port_config,
+    port_configs,
+    restart_only_changes,
+)
 from gateway.daemon.statusfile import DaemonStatus, SlotStatus
 from gateway.mux import PortUp
 from tests.support.mosquitto import wait_until
@@ -51,6 +56,22 @@ def test_catalogue_names_no_holder_and_resolves_the_serial_line(tmp_path: Path) 
         "description": None,
     }
     assert "9600" in entry["serial"]
+
+
+def test_a_frame_is_cut_after_the_variants_truncate_after_s_else_the_framings(
+    tmp_path: Path,
+) -> None:
+    """A variant's own truncate_after_s wins over [framing]'s, whose default is 1 s; a reload
+    that changes only [framing] hands the multiplexer the new bound."""
+    cfg = load_config(write(tmp_path))
+    assert [p.truncate_after_s for p in port_configs(cfg)] == [1.0]
+    cfg = load_config(write(tmp_path, extra="truncate_after_s = 0.5\n"))
+    assert port_config(cfg.variants[0], cfg.framing).truncate_after_s == 0.5
+    path = write(tmp_path)
+    gw = service.Gateway(load_config(path))
+    path.write_text("[framing]\ntruncate_after_s = 3.0\n" + path.read_text())
+    assert gw.reload("framing changed")
+    assert [p.truncate_after_s for p in gw.mux.configs.values()] == [3.0]
 
 
 def test_a_write_during_a_reload_is_still_seen_afterwards(
@@ -106,14 +127,15 @@ def test_the_status_reads_back_as_written(tmp_path: Path) -> None:
 class RecordingGateway:
     """A real Gateway (not started) whose main loop runs in a thread, recording what it does."""
 
-    def __init__(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def __init__(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, extra: str = "") -> None:
         # No timer falls due during a test: whatever happens after the first pass was woken.
         monkeypatch.setattr(service, "WATCH_INTERVAL_S", 3600.0)
         monkeypatch.setattr(service, "HEALTH_INTERVAL_S", 3600.0)
-        path = write(tmp_path)
+        path = write(tmp_path, extra=extra)
         path.write_text(path.read_text() + "[status]\ninterval = 60\n")
         self.gateway = service.Gateway(load_config(path))
         self.health: list[bool] = []
+        self.health_at: list[datetime] = []
         self.reloads: list[str] = []
         self.gateway.publish_health = self.record_health  # type: ignore[method-assign]
         self.gateway.write_status = lambda state="running": None  # type: ignore[method-assign]
@@ -124,6 +146,7 @@ class RecordingGateway:
         """Record a health pass that had something to publish."""
         if self.gateway.take_health_due() or everything:
             self.health.append(everything)
+            self.health_at.append(datetime.now(UTC))
 
     def record_reload(self, why: str) -> bool:
         """Record a reload."""
@@ -145,3 +168,18 @@ def test_main_loop_is_woken_by_port_events_reloads_and_stop(
     rec.gateway.request_stop()
     rec.thread.join(10)
     assert not rec.thread.is_alive()
+
+
+def test_main_loop_wakes_at_a_slot_edge_for_a_whole_health_pass(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With every timer far off, a slot that begins shortly wakes the loop at its start to
+    publish every port's health (its slot counters restart there)."""
+    start = datetime.now(UTC) + timedelta(seconds=1.5)
+    rec = RecordingGateway(tmp_path, monkeypatch, slot("acme", start, start + timedelta(hours=1)))
+    rec.thread.start()
+    assert wait_until(lambda: len(rec.health) == 2, 10)
+    rec.gateway.request_stop()
+    rec.thread.join(10)
+    assert rec.health == [True, True]
+    assert rec.health_at[0] < start <= rec.health_at[1]

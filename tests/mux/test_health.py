@@ -5,8 +5,8 @@ import json
 import pytest
 
 from gateway import corpus
-from gateway.mux import HealthState, IntervalSource, PortHealth
-from gateway.mux.health import interval_from_telegram
+from gateway.mux import FaultKind, HealthState, IntervalSource, PortHealth
+from gateway.mux.health import HOST_KEYS, interval_from_telegram
 from gateway.timefmt import rfc3339_utc
 
 S = 1_000_000_000  # one second in nanoseconds
@@ -202,6 +202,26 @@ def test_snapshot_is_frozen_and_its_dict_is_json_for_the_status_table() -> None:
     for key in ("telegrams", "crc_errors", "oversize", "noise_bytes", "reconnects"):
         assert key in d
     assert d["telegrams"] == 2
+
+
+def test_the_public_dict_names_nothing_of_the_host_but_the_fault_category() -> None:
+    """The public health leaves out the device path and the error's text; it says why the
+    port is down as a category. The full dict (the status file's) keeps everything."""
+    path = "/dev/serial/by-path/platform-3f980000.usb-usb-0:1.2:1.0-port0"
+    h = PortHealth("m", url=path, spec="V5", now_ns=0)
+    h.opened(0)
+    h.lost(S, f"read failed: {path}: Input/output error (errno 5)", missing=True)
+    snap = h.snapshot(2 * S)
+    assert snap.fault is FaultKind.UNPLUGGED
+    full, public = snap.to_dict(), snap.to_public_dict()
+    assert full["port"] == path and path in full["last_error"] and full["error"] == "unplugged"
+    assert path not in json.dumps(public) and not set(HOST_KEYS) & set(public)
+    assert public == {k: v for k, v in full.items() if k not in HOST_KEYS}
+    assert public["error"] == "unplugged" and public["state"] == "down"
+    h.open_failed(3 * S, f"cannot open {path}: Device or resource busy (errno 16)")
+    assert h.snapshot(3 * S).to_public_dict()["error"] == "cannot open"
+    h.opened(4 * S)
+    assert h.snapshot(4 * S).to_public_dict()["error"] is None
 
 
 def test_rfc3339_keeps_microseconds_in_utc() -> None:

@@ -23,7 +23,9 @@ from hypothesis.stateful import (
 
 from gateway import corpus
 from gateway.mux import (
+    FaultKind,
     FrameDropped,
+    FrameEnd,
     FrameReceived,
     HealthState,
     MuxEvent,
@@ -246,7 +248,9 @@ def test_a_lost_port_truncates_its_partial_frame_and_reconnects_after_the_first_
     _open(port, T0 + 300 * MS)
     _read(port, V5[:200], T0 + 400 * MS)
     dropped, lost = port.lost(T0 + 500 * MS, WALL0, "end of file", missing=False)
-    assert dropped == FrameDropped("m1", "truncated", 200, T0 + 500 * MS)
+    assert dropped == FrameDropped(
+        "m1", "truncated", 200, T0 + 400 * MS, WALL0 + T0 + 400 * MS, V5[:200], FrameEnd.PORT_LOST
+    )
     assert lost == PortLost("m1", "/dev/ttyUSB0", "end of file", T0 + 500 * MS, WALL0)
     assert port.pending == 0 and port.phase is Phase.WAITING
     assert port.wakeup_ns() == T0 + 600 * MS
@@ -262,7 +266,7 @@ def test_closing_reports_only_an_open_port_and_stops_all_visits() -> None:
     _open(port, T0)
     _read(port, V5[:10], T0)
     assert port.closed(T0 + S, WALL0, "stopped") == [
-        FrameDropped("m1", "truncated", 10, T0 + S),
+        FrameDropped("m1", "truncated", 10, T0, WALL0 + T0, V5[:10], FrameEnd.PORT_CLOSED),
         PortClosed("m1", "/dev/ttyUSB0", "stopped", T0 + S, WALL0),
     ]
     waiting = _port()
@@ -346,6 +350,91 @@ def test_silence_after_three_intervals_and_up_again_with_a_telegram() -> None:
     assert up == PortUp("m1", T0 + 10 * S, WALL0 + T0 + 10 * S)
     assert isinstance(frame, FrameReceived)
     assert port.snapshot(T0 + 10 * S).state is HealthState.UP
+
+
+def test_a_frame_cut_by_a_new_slash_is_received_at_the_read_of_its_last_byte() -> None:
+    """Cut short by the '/' that opens the next read: received at the read before; cut inside
+    a read: at that read. Its bytes come along, and it counts as truncated."""
+    port = _port(spec="V5")
+    _open(port, T0)
+    _read(port, V5[:300], T0 + 10 * MS)
+    dropped, frame = _read(port, V5, T0 + 900 * MS)
+    assert dropped == FrameDropped(
+        "m1", "truncated", 300, T0 + 10 * MS, WALL0 + T0 + 10 * MS, V5[:300], FrameEnd.NEXT_FRAME
+    )
+    assert isinstance(frame, FrameReceived) and frame.received_monotonic_ns == T0 + 900 * MS
+    _read(port, V5[:300], T0 + S)
+    (dropped,) = _read(port, V5[300:400] + V5[:5], T0 + S + 10 * MS)
+    assert isinstance(dropped, FrameDropped) and dropped.raw == V5[:400]
+    assert dropped.received_monotonic_ns == T0 + S + 10 * MS
+    assert port.snapshot(T0 + S).counters.truncated == 2
+
+
+def test_a_quiet_line_inside_a_frame_cuts_it_short_after_truncate_after_s() -> None:
+    """No byte for truncate_after_s (1 s, or as configured) inside a frame: `expire` cuts it,
+    received at the read of its last byte; a byte meanwhile moves the deadline on."""
+    port = _port(spec="V5")
+    _open(port, T0)
+    assert port.quiet_due_ns() is None
+    _read(port, V5[:300], T0 + 10 * MS)
+    assert port.quiet_due_ns() == T0 + 10 * MS + S
+    _read(port, V5[300:400], T0 + 500 * MS)
+    assert port.quiet_due_ns() == T0 + 1500 * MS
+    assert port.expire(T0 + 1500 * MS - 1) == []
+    (dropped,) = port.expire(T0 + 1500 * MS)
+    assert dropped == FrameDropped(
+        "m1", "truncated", 400, T0 + 500 * MS, WALL0 + T0 + 500 * MS, V5[:400], FrameEnd.QUIET_LINE
+    )
+    assert port.quiet_due_ns() is None and port.expire(T0 + 9 * S) == []
+    (frame,) = _read(port, V5, T0 + 2 * S)
+    assert isinstance(frame, FrameReceived)
+    assert port.snapshot(T0 + 2 * S).counters.truncated == 1
+    short = _port(spec="V5", truncate_after_s=0.25)
+    _open(short, T0)
+    _read(short, V5[:300], T0)
+    assert short.quiet_due_ns() == T0 + 250 * MS
+    assert [type(e) for e in short.expire(T0 + 250 * MS)] == [FrameDropped]
+
+
+def test_an_oversize_frame_is_reported_where_it_ends_with_its_first_bytes() -> None:
+    """Over max_frame_size: dropped at the next '/' with the bound's worth of bytes and its
+    whole length, or where a quiet line ends it."""
+    bound = len(V5) + 10
+    port = _port(spec="V5", max_frame_size=bound)
+    _open(port, T0)
+    run = b"/" + b"x" * (3 * bound)
+    assert _read(port, run, T0) == []
+    assert port.quiet_due_ns() == T0 + S
+    dropped, frame = _read(port, V5, T0 + 100 * MS)
+    assert dropped == FrameDropped(
+        "m1", "oversize", len(run), T0, WALL0 + T0, run[:bound], FrameEnd.NEXT_FRAME
+    )
+    assert isinstance(frame, FrameReceived)
+    _read(port, run, T0 + S)
+    (dropped,) = port.expire(T0 + 2 * S)
+    assert isinstance(dropped, FrameDropped)
+    assert (dropped.reason, dropped.size) == ("oversize", len(run))
+    assert dropped.ended_by is FrameEnd.QUIET_LINE
+    assert port.snapshot(T0 + 2 * S).counters.oversize == 2
+
+
+def test_a_down_port_says_why_as_a_category() -> None:
+    """Path missing: unplugged; lost with its path there: disconnected; there but failing to
+    open: cannot open; opened or closed on purpose: no fault."""
+    port = _port()
+    _fail(port, T0, missing=True)
+    assert port.snapshot(T0).fault is FaultKind.UNPLUGGED
+    _fail(port, T0 + S, "permission denied")
+    assert port.snapshot(T0).fault is FaultKind.CANNOT_OPEN
+    _open(port, T0 + 2 * S)
+    assert port.snapshot(T0).fault is None
+    port.lost(T0 + 3 * S, WALL0, "end of file", missing=False)
+    assert port.snapshot(T0).fault is FaultKind.DISCONNECTED
+    _open(port, T0 + 4 * S)
+    port.lost(T0 + 5 * S, WALL0, "end of file", missing=True)
+    assert port.snapshot(T0).fault is FaultKind.UNPLUGGED
+    port.closed(T0 + 6 * S, WALL0, "removed")
+    assert port.snapshot(T0).fault is None
 
 
 def test_a_port_without_descriptor_is_polled_and_never_parked() -> None:
@@ -440,6 +529,8 @@ class PortLife(RuleBasedStateMachine):
         self.open_failures = 0
         self.reconnects = 0
         self.frames = 0
+        self.truncated = 0
+        self.last_data = 0
         self.generations: list[int] = []
 
     @precondition(lambda self: self.phase in (Phase.IDLE, Phase.WAITING))
@@ -494,6 +585,7 @@ class PortLife(RuleBasedStateMachine):
         events = self.port.lost(self.now, WALL0, "gone", missing=missing)
         expected = [FrameDropped, PortLost] if pending else [PortLost]
         assert [type(e) for e in events] == expected
+        self.truncated += bool(pending)
         self.failures, self.was_lost = 0, True
         self._wait(TIMINGS.reopen_initial_ns, missing)
 
@@ -503,16 +595,21 @@ class PortLife(RuleBasedStateMachine):
         events = self.port.closed(self.now, WALL0, reason)
         closes = [e for e in events if isinstance(e, PortClosed)]
         assert len(closes) == (self.phase is Phase.OPEN)
+        self.truncated += sum(isinstance(e, FrameDropped) for e in events)
         self.phase = Phase.IDLE
 
     @precondition(lambda self: self.phase is Phase.OPEN)
     @rule(part=st.sampled_from([V5, V5[:300], V5[300:]]))
     def received(self, part: bytes) -> None:
         """Bytes arrive: only whole telegrams come out as frames."""
-        events = self.port.received(part, self.now, WALL0).events
+        events = self.port.received(part, self.now, WALL0 + self.now).events
         frames = [e for e in events if isinstance(e, FrameReceived)]
         assert all(f.frame.raw == V5 for f in frames)
         self.frames += len(frames)
+        drops = [e for e in events if isinstance(e, FrameDropped)]
+        assert all(d.received_monotonic_ns in (self.last_data, self.now) for d in drops)
+        self.truncated += len(drops)
+        self.last_data = self.now
 
     @rule(step=st.integers(0, 2 * S))
     def time_passes(self, step: int) -> None:
@@ -532,6 +629,15 @@ class PortLife(RuleBasedStateMachine):
             assert visit is Visit.NOTHING
         silent = self.port.tick(self.now, WALL0)
         assert silent is None or self.phase is Phase.OPEN
+        pending = self.port.pending
+        expired = self.port.expire(self.now)
+        if self.phase is Phase.OPEN and pending and self.now >= self.last_data + S:
+            (dropped,) = expired
+            assert isinstance(dropped, FrameDropped) and dropped.ended_by is FrameEnd.QUIET_LINE
+            assert (dropped.size, dropped.received_wall_ns) == (pending, WALL0 + self.last_data)
+            self.truncated += 1
+        else:
+            assert expired == []
 
     def _wait(self, delay: int, missing: bool) -> None:
         """The model of waiting to reopen: after `delay`, or on the presence grid if missing."""
@@ -562,6 +668,7 @@ class PortLife(RuleBasedStateMachine):
             self.reconnects,
         )
         assert counters.telegrams == self.frames
+        assert counters.truncated == self.truncated
 
 
 TestPortLife = PortLife.TestCase

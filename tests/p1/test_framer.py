@@ -91,9 +91,62 @@ def test_a_new_slash_mid_telegram_drops_the_cut_one_and_frames_the_next(
     cuts = data.draw(st.lists(st.integers(0, len(stream)), max_size=10))
     events, framer = _feed(stream, cuts)
     alone = Framer().feed(frame)
-    assert events == [DroppedFrame(DropReason.TRUNCATED, len(partial)), *alone]
+    assert events == [DroppedFrame(DropReason.TRUNCATED, len(partial), partial), *alone]
     assert len(alone) == 1 and isinstance(alone[0], Frame) and alone[0].raw == frame
     assert framer.counters.truncated == 1 and framer.counters.frames == 1
+
+
+def test_a_drop_says_whether_its_last_byte_came_with_an_earlier_feed() -> None:
+    """Cut by a '/' that opens the next feed, the drop ended before it; cut inside one, not."""
+    good = belgian("1-0:1.8.1(000001.000*kWh)")
+    framer = Framer()
+    assert framer.feed(good[:40]) == []
+    (dropped, frame) = framer.feed(good)
+    assert isinstance(dropped, DroppedFrame) and dropped.earlier
+    assert dropped.raw == good[:40] and isinstance(frame, Frame)
+    assert framer.feed(good[:40]) == []
+    (dropped, frame) = framer.feed(b"xyz" + good)
+    assert isinstance(dropped, DroppedFrame) and not dropped.earlier
+    assert dropped.raw == good[:40] + b"xyz"
+
+
+def test_cut_ends_a_partial_frame_as_truncated_with_its_bytes() -> None:
+    """`cut()` (the line went quiet) hands out the partial frame; with none, it is None."""
+    good = belgian("1-0:1.8.1(000001.000*kWh)")
+    framer = Framer()
+    assert framer.cut() is None
+    framer.feed(b"noise" + good[:50])
+    assert framer.in_frame and framer.pending == 50
+    dropped = framer.cut()
+    assert dropped == DroppedFrame(DropReason.TRUNCATED, 50, good[:50])
+    assert dropped is not None and dropped.earlier
+    assert not framer.in_frame and framer.cut() is None
+    assert framer.counters.truncated == 1
+    (frame,) = framer.feed(good)
+    assert isinstance(frame, Frame) and frame.raw == good
+
+
+@settings(max_examples=40, deadline=None)
+@given(size=st.integers(1, 3 * DEFAULT_MAX_FRAME_SIZE), data=st.data())
+def test_an_oversize_frame_keeps_its_first_bytes_and_counts_its_length_to_the_next_slash(
+    size: int, data: st.DataObject
+) -> None:
+    """Over the bound: the first max_frame_size bytes and the length up to the next '/', which
+    is framed; however the stream is cut; memory stays bounded."""
+    limit = 1024
+    run = b"/" + bytes(b"0123456789abcdef"[i % 16] for i in range(size - 1))
+    good = belgian("1-0:1.8.1(000001.000*kWh)")
+    stream = run + good
+    cuts = data.draw(st.lists(st.integers(0, len(stream)), max_size=12))
+    events, framer = _feed(stream, cuts, max_frame_size=limit)
+    frames = [e for e in events if isinstance(e, Frame)]
+    assert [f.raw for f in frames] == [good]
+    (dropped,) = [e for e in events if isinstance(e, DroppedFrame)]
+    if size < limit:  # within the bound: a frame cut short by the next '/'
+        assert dropped == DroppedFrame(DropReason.TRUNCATED, size, run)
+        return
+    assert dropped == DroppedFrame(DropReason.OVERSIZE, size, run[:limit])
+    assert framer.counters.oversize == 1 and framer.counters.noise_bytes == 0
 
 
 def test_crc_of_three_hex_digits_is_accepted() -> None:
@@ -145,6 +198,19 @@ def test_seven_bit_parity_is_stripped_when_asked(
     assert [e.raw for e in stripped if isinstance(e, Frame)] == [frame for _, frame in parts]
 
 
+def test_a_dropped_seven_bit_frame_holds_its_bytes_with_bit_7_cleared() -> None:
+    """Evidence from a 7E1 meter read as 8N1: the bytes as framed, parity bit cleared."""
+    raw = corpus.entry("ndokter_dsmr_parser__TELEGRAM_V3").read()
+    dirty = bytes(b | 0x80 for b in raw)
+    framer = Framer(strip_parity=True)
+    framer.feed(dirty[:100])
+    (dropped, frame) = framer.feed(dirty)
+    assert isinstance(dropped, DroppedFrame) and dropped.raw == raw[:100]
+    assert isinstance(frame, Frame) and frame.raw == raw
+    framer.feed(dirty[:50])
+    assert framer.cut() == DroppedFrame(DropReason.TRUNCATED, 50, raw[:50])
+
+
 def test_parity_bits_break_frames_when_not_stripped() -> None:
     """Without strip_parity the same dirty bytes do not give the frames (the option matters)."""
     raw = corpus.entry("ndokter_dsmr_parser__TELEGRAM_V3").read()
@@ -165,17 +231,30 @@ def test_a_run_without_end_is_dropped_counted_and_bounded(chunk: int) -> None:
     for start in range(0, len(stream), chunk):
         events += framer.feed(stream[start : start + chunk])
         assert framer.pending <= DEFAULT_MAX_FRAME_SIZE
-    assert events[0] == DroppedFrame(DropReason.OVERSIZE, DEFAULT_MAX_FRAME_SIZE)
+    assert events[0] == DroppedFrame(
+        DropReason.OVERSIZE, len(flood), flood[:DEFAULT_MAX_FRAME_SIZE]
+    )
     assert [e.raw for e in events if isinstance(e, Frame)] == [good]
     assert framer.counters.oversize == 1
-    assert framer.counters.noise_bytes == len(flood) - DEFAULT_MAX_FRAME_SIZE
+    assert framer.counters.noise_bytes == 0  # the run's bytes are the oversize frame's
+
+
+def test_an_oversize_frame_still_running_is_ended_by_cut() -> None:
+    """A quiet line or a lost port ends an oversize frame where it stands: its length so far."""
+    framer = Framer(max_frame_size=100)
+    run = b"/" + b"x" * 299
+    assert framer.feed(run) == []
+    assert framer.in_frame and framer.pending == 0
+    assert framer.cut() == DroppedFrame(DropReason.OVERSIZE, 300, run[:100])
+    assert not framer.in_frame and framer.counters.oversize == 1
 
 
 def test_a_smaller_bound_is_honoured() -> None:
     """max_frame_size is the bound: a frame over it is dropped, one under it passes."""
     good = belgian("1-0:1.8.1(000001.000*kWh)")
-    events = Framer(max_frame_size=len(good) - 10).feed(good)
-    assert events[0] == DroppedFrame(DropReason.OVERSIZE, len(good) - 10)
+    framer = Framer(max_frame_size=len(good) - 10)
+    assert framer.feed(good) == []
+    assert framer.feed(good)[0] == DroppedFrame(DropReason.OVERSIZE, len(good), good[:-10])
     assert [e for e in Framer(max_frame_size=len(good)).feed(good) if isinstance(e, Frame)]
 
 

@@ -109,10 +109,27 @@ def test_invalid_frame_payload_carries_the_exact_bytes_and_reason() -> None:
     assert parsed["raw_encoding"] == "latin-1"
     assert parsed["raw"].encode("latin-1") == raw
     assert list(parsed)[:4] == ["rig", "variant", "seq", "received_at"]
+    assert (parsed["reason_code"], parsed["length"]) == ("crc_mismatch", len(raw))
+
+
+@pytest.mark.parametrize("code", sorted(pl.REASON_CODES))
+def test_invalid_payload_says_why_as_a_code_and_the_whole_length(code: str) -> None:
+    """reason_code is one of four; length is the frame's whole length (an oversize frame's raw
+    holds only its first bytes); an unknown code is refused."""
+    raw = b"/" + b"x" * 99
+    length = 20_000 if code == "oversize" else None
+    body = pl.invalid_body(raw, f"{code}: why", code, length)
+    parsed = json.loads(pl.envelope("rig-a", "v5", 3, 0, body))
+    assert parsed["reason_code"] == code and parsed["reason"] == f"{code}: why"
+    assert parsed["length"] == (length or len(raw)) and parsed["raw"].encode("latin-1") == raw
+    assert list(parsed)[4:] == ["reason_code", "reason", "length", "raw_encoding", "raw"]
+    with pytest.raises(PayloadError):
+        pl.invalid_body(raw, "why", "short")
 
 
 def test_catalogue_and_health_never_name_holders() -> None:
-    """A catalogue entry or a health dict with a holder/slot key is refused."""
+    """A catalogue entry or a health dict with a holder/slot key is refused; so is a health
+    key that would name the rig's host."""
     assert json.loads(pl.catalogue_payload("rig-a", [{"id": "v5", "spec": "V5"}])) == {
         "rig": "rig-a",
         "variants": [{"id": "v5", "spec": "V5"}],
@@ -121,6 +138,9 @@ def test_catalogue_and_health_never_name_holders() -> None:
         pl.catalogue_payload("rig-a", [{"id": "v5", "holder": "acme"}])
     with pytest.raises(PayloadError):
         pl.health_payload("rig-a", "v5", {"state": "up", "slot": "acme"})
+    for host in ("port", "url", "path", "last_error"):  # nor the rig's host
+        with pytest.raises(PayloadError):
+            pl.health_payload("rig-a", "v5", {"state": "down", host: "/dev/ttyUSB0"})
     assert json.loads(pl.health_payload("rig-a", "v5", {"state": "up"})) == {
         "rig": "rig-a",
         "variant": "v5",

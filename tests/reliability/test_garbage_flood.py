@@ -2,7 +2,8 @@
 
 The flooded meter writes megabytes of line noise between its telegrams, as fast as the pty
 takes it: half plain garbage (never a '/': all counted as noise), half "unterminated" frames
-(a '/' and 64 KiB without '!' or '/': each outgrows the framer's 16 KiB bound and is dropped).
+(a '/' and 64 KiB without '!' or '/': each outgrows the framer's 16 KiB bound and goes to the
+holder as oversize evidence, its first 16 KiB).
 The gateway's memory is read from /proc/PID/status before and after (VmRSS, and VmHWM, the
 peak): it must not grow with the size of the flood.
 """

@@ -177,6 +177,20 @@ def test_faults_bad_crc_truncation_and_noise_reach_the_reader(tmp_path: Path) ->
     assert meter.stats().noise_written == 43000
 
 
+def test_a_paced_unterminated_burst_is_one_run_after_one_slash(tmp_path: Path) -> None:
+    """At line pace noise goes out in pieces; an unterminated burst still holds one '/' and
+    no '!': one frame that outgrows the framer's bound, whole up to the next telegram."""
+    with VirtualRig(_models("fluvius-t211"), link_dir=tmp_path, start_paused=True) as rig:
+        meter = rig.meter("fluvius-t211")
+        with PtyReader(tmp_path / "fluvius-t211") as reader:
+            meter.inject_noise(5000, NoiseKind.UNTERMINATED)
+            wait_until(lambda: len(reader.data) >= 5000, message="the burst")
+            burst = reader.data
+    assert meter.stats().telegrams == 0
+    assert len(burst) == 5000 and burst[0:1] == b"/"
+    assert burst.count(b"/") == 1 and b"!" not in burst
+
+
 def test_silence_stops_telegrams_for_a_while(tmp_path: Path) -> None:
     """silence(s): no telegram for s seconds, then they come again."""
     with VirtualRig(_models("fluvius-t211"), link_dir=tmp_path, rate=8) as rig:
