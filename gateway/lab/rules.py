@@ -151,8 +151,10 @@ def _show(value: datetime, zone: tzinfo) -> str:
 
 
 def _span(hours: float) -> str:
-    """A length in hours as a planner reads it: `2 h`, `0.5 h`, `3 d 4 h`."""
-    days, rest = divmod(hours, 24)
+    """A length as a planner reads it: `45 min`, `2 h`, `1.5 h`, `3 d 4 h`."""
+    if hours < 1:
+        return f"{round(hours * 60)} min"
+    days, rest = divmod(round(hours, 1), 24)
     text = f"{rest:g} h"
     return f"{days:g} d {text}" if days else text
 

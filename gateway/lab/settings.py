@@ -168,4 +168,10 @@ def load_lab_settings(path: str | os.PathLike[str]) -> LabSettings:
         }
     )
     lab = parsed.lab.model_copy(update={"db": resolve(parsed.lab.db)})
+    problems = []
+    for key, value in (("password_file", mqtt.password_file), ("tls_ca_file", mqtt.tls_ca_file)):
+        if value is not None and not (value.is_file() and os.access(value, os.R_OK)):
+            problems.append(ConfigProblem(name, f"mqtt.{key}", f"{value}: not a readable file"))
+    if problems:
+        raise ConfigError(problems)
     return LabSettings(path=file_path, lab=lab, mqtt=mqtt)
