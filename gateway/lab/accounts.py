@@ -142,10 +142,10 @@ class Accounts:
 
     # --- the planner -----------------------------------------------------------------------
 
-    def ensure_planner(self) -> None:
+    def ensure_planner(self, *, again: bool = True) -> None:
         """Make the broker ready for the lab, when it is not yet: the deny defaults, the
         planner's role, and that role on the planner's own client (which makes the plugin
-        close the planner's connection: the link connects again)."""
+        close the planner's connection: the link connects again, and checks once more)."""
         me = self.link.address.username
         access, role, client = self.link.commands(
             {"command": "getDefaultACLAccess"},
@@ -171,8 +171,11 @@ class Accounts:
         for answer in self.link.commands(*changes) if changes else []:
             if "error" in answer:
                 raise DynsecError(str(answer.get("command")), str(answer["error"]))
-        if kicks:
+        if kicks and again:
             self.link.send_and_rejoin(*kicks)
+            self.ensure_planner(again=False)
+        elif kicks:
+            raise LabBrokerError("the plugin did not give the planner its role")
 
     # --- testers and rigs ------------------------------------------------------------------
 

@@ -225,15 +225,19 @@ class AdminLink:
 
     # --- the plugin --------------------------------------------------------------------------
 
-    def _send(self, commands: Iterable[Mapping[str, Any]]) -> list[str]:
-        """Publish a batch of commands (QoS 0), each with a correlation id; the ids."""
+    def _send(self, commands: Iterable[Mapping[str, Any]], *, check: bool = True) -> list[str]:
+        """Publish a batch of commands (QoS 0), each with a correlation id; the ids.
+
+        Without `check` a failure to send is not an error: paho may report the connection
+        closed although the batch went out (the network thread wrote it, and the plugin's
+        kick closed the connection before paho's call returned)."""
         batch, ids = [], []
         for command in commands:
             ident = f"c{next(self._ids)}"
             batch.append({**command, "correlationData": ident})
             ids.append(ident)
         info = self._client_or_fail().publish(CONTROL_TOPIC, json.dumps({"commands": batch}), qos=0)
-        if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+        if check and info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
             raise LabBrokerError(f"cannot send to the plugin: {info.rc}")
         return ids
 
@@ -256,7 +260,7 @@ class AdminLink:
     def send_and_rejoin(self, *commands: Mapping[str, Any]) -> None:
         """Send commands that change the planner's own roles: the plugin then closes this
         connection (no answer comes back); wait for that, and connect again."""
-        self._send(commands)
+        self._send(commands, check=False)
         session = self._session
         deadline = time.monotonic() + self.address.timeout
         with session.cond:
