@@ -17,7 +17,7 @@ from typing import TextIO
 
 from gateway.errors import IdentifierError, LabBrokerError, LabRefusal
 from gateway.identifiers import validate_holder, validate_rig_id
-from gateway.lab import calendar, rules
+from gateway.lab import rules
 from gateway.lab.accounts import RIG_MARK, TESTER_MARK, Accounts, rig_role, tester_role
 from gateway.lab.dynsec import AdminLink, BrokerAddress
 from gateway.lab.rules import Plan, Policy
@@ -290,6 +290,8 @@ class Lab:
 
     def calendar(self, holder: str | None) -> None:
         """`lab calendar [--holder H]`: iCalendar on stdout."""
+        from gateway.lab import calendar  # icalendar takes a tenth of a second to import
+
         with self.store.read() as tx:
             if holder is not None:
                 _checked(validate_holder, holder)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ast
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -420,3 +422,22 @@ def test_no_two_accepted_bookings_ever_overlap_or_break_the_turnover(ops: list[t
         except LabRefusal:
             pass
         assert_no_overlap_nor_short_turnover(list(held.values()))
+
+
+def test_the_rules_are_pure() -> None:
+    """rules.py imports no IO and reads no clock: `now` always comes from its caller."""
+    tree = ast.parse(Path(rules.__file__).read_text())
+    imported = {
+        alias.name if isinstance(node, ast.Import) else node.module or ""
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import | ast.ImportFrom)
+        for alias in node.names
+    }
+    allowed = {"__future__", "collections.abc", "dataclasses", "datetime"}
+    assert imported <= allowed | {"gateway.errors", "gateway.identifiers"}, imported
+    calls = {
+        node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+    }
+    assert not calls & {"now", "today", "utcnow", "monotonic", "open", "print"}
