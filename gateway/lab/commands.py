@@ -151,7 +151,8 @@ class Lab:
     def tell_rigs(self, *, always: bool = False) -> list[RigState] | None:
         """Tell every rig not yet told (after a change, or `always` to look at the broker
         anyway); None, with a word on stderr, when the broker cannot be reached."""
-        if not always and not pending(self.store):
+        waiting = pending(self.store)
+        if not always and not waiting:
             return None
         try:
             with self.store.read() as tx:
@@ -165,10 +166,13 @@ class Lab:
                 now=self.now,
             )
         except LabBrokerError as exc:
-            self.warn(
-                f"the rigs are not told yet ({exc}); "
-                "`lab publish` or the next lab command tells them"
-            )
+            if waiting:
+                self.warn(
+                    f"the rigs are not told yet ({exc}); "
+                    "`lab publish` or the next lab command tells them"
+                )
+            else:
+                self.warn(f"cannot see the rigs on the broker ({exc})")
             return None
 
     # --- bookings --------------------------------------------------------------------------
