@@ -82,7 +82,7 @@ def _run(lab: Lab, args: argparse.Namespace) -> None:
         case "extend":
             lab.extend(args.id, args.days)
         case "list":
-            lab.list(args.rig, args.holder, args.all)
+            lab.listing(args.rig, args.holder, args.all)
         case "rigs" if args.rigs_command == "add":
             lab.rigs_add(args.rig)
         case "rigs":

@@ -272,7 +272,7 @@ class Lab:
 
         self._change("extend", ident, decide)
 
-    def list(self, rig: str | None, holder: str | None, everything: bool) -> None:
+    def listing(self, rig: str | None, holder: str | None, everything: bool) -> None:
         """`lab list [--rig R] [--holder H] [--all]`: current and coming bookings (`--all`:
         also those ended or cancelled)."""
         with self.store.read() as tx:

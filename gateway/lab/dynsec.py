@@ -95,6 +95,9 @@ class AdminLink:
         client.on_subscribe = self._on_subscribe
         client.on_publish = self._on_publish
         client.on_message = self._on_message
+        # Only the network thread writes to the socket: without this paho would write from
+        # the caller's thread too (it does so when no loop_start() thread exists).
+        client.on_socket_register_write = _written_by_the_network_thread
         where = f"{self.address.host}:{self.address.port}"
         try:
             client.connect(self.address.host, self.address.port, keepalive=60, clean_start=True)
@@ -105,14 +108,17 @@ class AdminLink:
             target=self._network, args=(client, session), name="lab-mqtt", daemon=True
         )
         self._thread.start()
-        self._wait(lambda: session.connected or session.refused or session.lost, "log in")
-        if not session.connected:
+        try:
+            self._wait(lambda: session.connected or session.refused or session.lost, "log in")
+            if not session.connected:
+                reason = session.refused or session.lost
+                raise LabBrokerError(
+                    f"the broker at {where} refused the planner {self.address.username!r}: {reason}"
+                )
+            self._subscribe([RESPONSE_TOPIC], qos=0)
+        except BaseException:
             self.close()
-            reason = session.refused or session.lost
-            raise LabBrokerError(
-                f"the broker at {where} refused the planner {self.address.username!r}: {reason}"
-            )
-        self._subscribe([RESPONSE_TOPIC], qos=0)
+            raise
         return self
 
     def close(self) -> None:
@@ -289,3 +295,8 @@ class AdminLink:
         failed, reason = self._session.pubacks.pop(mid)
         if failed:
             raise LabBrokerError(f"the broker refused {topic}: {reason}")
+
+
+def _written_by_the_network_thread(client: Any, userdata: Any, sock: Any) -> None:
+    """paho's hook for an external loop: nothing to do, `AdminLink._network` writes (paho
+    wakes it through its socket pair)."""
