@@ -252,7 +252,11 @@ class AdminLink:
         the plugin refused it)."""
         ids = self._send(commands)
         answers = self._session.answers
-        self._wait(lambda: all(i in answers for i in ids), "get the plugin's answer")
+        what = (
+            "get the dynamic security plugin's answer: is the plugin loaded, and is "
+            f"{self.address.username!r} its admin?"
+        )
+        self._wait(lambda: all(i in answers for i in ids), what)
         return [answers.pop(i) for i in ids]
 
     def command(self, command: Mapping[str, Any]) -> dict[str, Any]:
