@@ -105,3 +105,31 @@ class SpoolError(GatewayError):
 
 class BrokerError(PublishError):
     """The MQTT connection failed or the broker refused us."""
+
+
+# --- The lab: reservations and accounts ---------------------------------------------------
+
+
+class LabError(GatewayError):
+    """`p1-gateway lab` could not do what was asked."""
+
+
+class LabRefusal(LabError, ValueError):
+    """Bad input or a request the rules refuse (exit 2); nothing was changed."""
+
+
+class LabStoreError(LabError):
+    """The lab's SQLite store could not be opened, read or written."""
+
+
+class LabBrokerError(LabError):
+    """The central broker could not be reached, or refused the planner."""
+
+
+class DynsecError(LabBrokerError):
+    """The dynamic security plugin answered a command with an error."""
+
+    def __init__(self, command: str, error: str):
+        super().__init__(f"dynamic security plugin: {command}: {error}")
+        self.command = command
+        self.error = error

@@ -22,6 +22,7 @@ FORBIDDEN = {
         "gateway.bench",
         "gateway.daemon",
         "gateway.app",
+        "gateway.lab",
     ),
     "gateway.mux": (
         "gateway.publish",
@@ -29,6 +30,7 @@ FORBIDDEN = {
         "gateway.bench",
         "gateway.daemon",
         "gateway.app",
+        "gateway.lab",
     ),
     "gateway.publish": (
         "gateway.mux",
@@ -36,6 +38,18 @@ FORBIDDEN = {
         "gateway.bench",
         "gateway.daemon",
         "gateway.app",
+        "gateway.lab",
+    ),
+    # The gateway's daemon knows nothing of the lab; the lab reads config, identifiers and
+    # errors, and nothing of the daemon, its ports, the simulator, the benches or the devkit.
+    "gateway.daemon": ("gateway.lab",),
+    "gateway.lab": (
+        "gateway.mux",
+        "gateway.sim",
+        "gateway.bench",
+        "gateway.daemon",
+        "gateway.app",
+        "gateway.devkit",
     ),
 }
 
@@ -113,7 +127,8 @@ def test_no_import_cycles() -> None:
 
 @pytest.mark.parametrize("room", sorted(FORBIDDEN))
 def test_arrows_point_one_way(room: str) -> None:
-    """The P1 core imports no shell; the multiplexer and the publisher import neither other."""
+    """The P1 core imports no shell; the multiplexer and the publisher import neither other;
+    the lab and the daemon neither other."""
     bad = [
         f"{mod} imports {target}"
         for mod, targets in graph().items()

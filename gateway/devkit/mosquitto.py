@@ -396,9 +396,11 @@ class MqttProbe:
         """Wait until `predicate(messages)` holds; its last value."""
         return wait_until(lambda: predicate(self.snapshot()), timeout)
 
-    def try_publish(self, topic: str, payload: bytes, timeout: float = 5.0) -> tuple[int, bool]:
+    def try_publish(
+        self, topic: str, payload: bytes, timeout: float = 5.0, *, retain: bool = False
+    ) -> tuple[int, bool]:
         """Publish QoS 1; the broker's (reason code, is_failure), (-1, True) when unanswered."""
-        info = self.client.publish(topic, payload, qos=1)
+        info = self.client.publish(topic, payload, qos=1, retain=retain)
         wait_until(lambda: info.mid in self.acks, timeout)
         return self.acks.get(info.mid, (-1, True))
 
