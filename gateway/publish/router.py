@@ -164,7 +164,9 @@ class Router(Generic[T]):
         if not self._trusted(synced, now_mono_ns) or self._held:
             return []
         upto = now_wall_ns - self.sessions.end_lag_ns
-        return self.sessions.advance(self.schedule, starts_to=upto, ends_to=upto, now_ns=now_wall_ns)
+        return self.sessions.advance(
+            self.schedule, starts_to=upto, ends_to=upto, now_ns=now_wall_ns
+        )
 
     def poll(self, *, synced: bool, now_mono_ns: int, now_wall_ns: int) -> list[Route[T]]:
         """Release the held receptions if the clock is now trusted (call it periodically)."""

@@ -148,7 +148,8 @@ def test_refused_and_locally_failing_messages_are_set_aside(
     got = [counter_of(g.payload) for g in telegrams(a.snapshot())]
     assert got == sent_acme
     st = pub.status()
-    assert st.counters.refused == 20  # 10 banned telegrams x (telegram + raw)
+    # 10 banned telegrams x (telegram + raw), and the banned holder's session start
+    assert st.counters.refused == 21
     assert st.counters.rejected_local == 15
     assert st.outstanding == 0
     assert pub.commit_now(5)
@@ -156,7 +157,7 @@ def test_refused_and_locally_failing_messages_are_set_aside(
     rows = db.execute("SELECT reason, reason_code, topic FROM dead").fetchall()
     db.close()
     refused = [r for r in rows if r[1] == 0x87]
-    assert len(refused) == 20 and all("/slot/banned/" in r[2] for r in refused)
+    assert len(refused) == 21 and all("/slot/banned/" in r[2] for r in refused)
     assert len([r for r in rows if r[1] is None]) == 15
     print(
         f"\nrefused: sent {len(sent_acme)} to acme, received {len(got)}; "
