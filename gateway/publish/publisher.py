@@ -100,7 +100,10 @@ class Publisher:
         self._mono_ns = mono_ns
         self._wall_ns = wall_ns
         self._router: Router[Prepared] = Router(
-            schedule, require_sync=settings.require_sync, max_held=settings.max_held
+            schedule,
+            require_sync=settings.require_sync,
+            max_held=settings.max_held,
+            sessions=SessionBook(end_lag_ns=round(settings.end_lag * 1e9)),
         )
         sp = settings.spool
         if spool is None:  # (tests pass one of their own)
