@@ -37,7 +37,8 @@ from gateway.p1.telegram import Telegram
 from gateway.publish import payload as pl
 from gateway.publish.board import Board
 from gateway.publish.clock import SystemClockProbe
-from gateway.publish.emit import Emitter, Outgoing, Prepared
+from gateway.publish.emit import Emitter, Outgoing
+from gateway.publish.emit import Prepared as _Prepared
 from gateway.publish.mqtt import CONTROL_WINDOW as CONTROL_WINDOW
 from gateway.publish.mqtt import (
     CallbackFailed,
@@ -99,7 +100,7 @@ class Publisher:
         self._clock_synced = clock_synced or SystemClockProbe()
         self._mono_ns = mono_ns
         self._wall_ns = wall_ns
-        self._router: Router[Prepared] = Router(
+        self._router: Router[_Prepared] = Router(
             schedule,
             require_sync=settings.require_sync,
             max_held=settings.max_held,
@@ -236,7 +237,7 @@ class Publisher:
                 body = pl.telegram_body(telegram)
             except (pl.PayloadError, TypeError, ValueError) as exc:
                 return self._reject(variant, "telegram", telegram.raw, f"encode: {exc}")
-            item = Prepared("telegram", telegram.raw, body)
+            item = _Prepared("telegram", telegram.raw, body)
             return self._submit(variant, item, received_mono_ns, received_wall_ns)
         except Exception as exc:
             return self._internal_error("submit_telegram", exc)
@@ -251,7 +252,7 @@ class Publisher:
                 body = pl.invalid_body(raw, str(reason))
             except (pl.PayloadError, TypeError, ValueError) as exc:
                 return self._reject(variant, "invalid", raw, f"encode: {exc}")
-            item = Prepared("invalid", raw, body)
+            item = _Prepared("invalid", raw, body)
             return self._submit(variant, item, received_mono_ns, received_wall_ns)
         except Exception as exc:
             return self._internal_error("submit_invalid", exc)
@@ -263,7 +264,7 @@ class Publisher:
             self._last_error = f"{where}: {type(exc).__name__}: {exc}"
         return SubmitOutcome.REJECTED
 
-    def _submit(self, variant: str, item: Prepared, mono: int, wall: int) -> SubmitOutcome:
+    def _submit(self, variant: str, item: _Prepared, mono: int, wall: int) -> SubmitOutcome:
         """Validate the variant, route the reception, emit what is routed."""
         if not self._running:
             return SubmitOutcome.STOPPED
@@ -301,7 +302,7 @@ class Publisher:
             self._last_error = reason
         return SubmitOutcome.REJECTED
 
-    def _emit_locked(self, route: Route[Prepared]) -> None:
+    def _emit_locked(self, route: Route[_Prepared]) -> None:
         """Enqueue what one routed reception becomes: the session markers due before it, then
         its messages (telegram + raw, or invalid)."""
         for out in self._emitter.messages(route):
