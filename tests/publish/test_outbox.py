@@ -488,7 +488,8 @@ def test_control_messages_wait_for_room_newest_payload_per_topic() -> None:
 
 
 def test_the_retained_state_goes_again_on_every_connect() -> None:
-    """On connect: the status first, then the catalogue, removals still waiting, the health."""
+    """On connect: the status first, then the catalogue, removals still waiting, the health,
+    the holders' schedules and the calendar."""
     rig = Rig()
     outbox = rig.outbox
     outbox.retain_catalogue("p1/rig/variants", b"cat")
@@ -498,6 +499,10 @@ def test_the_retained_state_goes_again_on_every_connect() -> None:
     outbox.put_control("p1/rig/health/v5", b"up")
     outbox.retain_health("p1/rig/health/v4", b"up")
     outbox.forget_health("p1/rig/health/v4")
+    assert outbox.retain_state("p1/rig/slot/acme/schedule", b"old")
+    assert outbox.retain_state("p1/rig/slot/acme/schedule", b"new")
+    assert not outbox.retain_state("p1/rig/slot/acme/schedule", b"new")  # unchanged
+    outbox.retain_state("p1/rig/calendar", b"busy")
     outbox.connect(1, windows=(3, 10), receive_maximum=None, status=("p1/rig/status", b"on"))
     sent = []
     while (item := outbox.next_control(connected=True)) is not None:
@@ -507,6 +512,8 @@ def test_the_retained_state_goes_again_on_every_connect() -> None:
         ("p1/rig/variants", b"cat"),
         ("p1/rig/health/gone", b""),
         ("p1/rig/health/v5", b"up"),
+        ("p1/rig/slot/acme/schedule", b"new"),
+        ("p1/rig/calendar", b"busy"),
     ]
 
 
