@@ -22,6 +22,12 @@ PREFIX_LEVEL_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 _MAX_PREFIX_LEVELS = 8
 
+#: Variant ids that would stand where a holder's own topics do (`p1/R/slot/H/schedule`,
+#: `p1/R/slot/H/session`): refused.
+RESERVED_VARIANT_IDS = frozenset({"schedule", "session"})
+#: Rig ids the lab's own topics use (`p1/lab/notice/...`): refused.
+RESERVED_RIG_IDS = frozenset({"lab"})
+
 
 def _check(kind: str, value: object, pattern: re.Pattern[str], rule: str) -> str:
     """Return `value` when it matches `pattern` whole; otherwise raise IdentifierError."""
@@ -34,13 +40,22 @@ def _check(kind: str, value: object, pattern: re.Pattern[str], rule: str) -> str
 
 
 def validate_rig_id(value: object) -> str:
-    """Return the rig id unchanged if it is allowed ([a-z0-9][a-z0-9-]{0,31}), else raise."""
-    return _check("rig id", value, RIG_ID_RE, "[a-z0-9][a-z0-9-]{0,31}")
+    """Return the rig id unchanged if it is allowed ([a-z0-9][a-z0-9-]{0,31}, not reserved)."""
+    rig = _check("rig id", value, RIG_ID_RE, "[a-z0-9][a-z0-9-]{0,31}")
+    if rig in RESERVED_RIG_IDS:
+        raise IdentifierError(f"rig id {rig!r} is reserved: p1/{rig}/... are the lab's topics")
+    return rig
 
 
 def validate_variant_id(value: object) -> str:
-    """Return the variant id unchanged if it is allowed ([a-z0-9][a-z0-9-]{0,31}), else raise."""
-    return _check("variant id", value, VARIANT_ID_RE, "[a-z0-9][a-z0-9-]{0,31}")
+    """Return the variant id unchanged if it is allowed ([a-z0-9][a-z0-9-]{0,31}, not
+    reserved), else raise."""
+    variant = _check("variant id", value, VARIANT_ID_RE, "[a-z0-9][a-z0-9-]{0,31}")
+    if variant in RESERVED_VARIANT_IDS:
+        raise IdentifierError(
+            f"variant id {variant!r} is reserved: p1/R/slot/H/{variant} is a holder's own topic"
+        )
+    return variant
 
 
 def validate_holder(value: object) -> str:

@@ -129,6 +129,23 @@ def test_bad_variant_id_is_rejected(tmp_path: Path, bad: str) -> None:
     assert any("variants.toml: variant[1].id:" in p for p in probs), probs
 
 
+def test_reserved_ids_are_refused_with_the_reason(tmp_path: Path) -> None:
+    """Variant ids `schedule` and `session` (a holder's own topics) and the rig id `lab` (the
+    lab's topics) are refused, each named with why."""
+    variants = VARIANTS.replace('"fluvius-t211"', '"schedule"').replace(
+        '"iskra-dsmr22"', '"session"'
+    )
+    path = write_config(tmp_path, MAIN.replace('id = "rig-a"', 'id = "lab"'), variants=variants)
+    probs = problems_of(path)
+    assert any("gateway.toml: rig.id:" in p and "'lab' is reserved" in p for p in probs), probs
+    for i, name in enumerate(["schedule", "session"]):
+        assert any(
+            f"variants.toml: variant[{i}].id:" in p
+            and f"'{name}' is reserved: p1/R/slot/H/{name} is a holder's own topic" in p
+            for p in probs
+        ), probs
+
+
 def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
     """Problems in all three files are reported together, each with file and field."""
     path = write_config(

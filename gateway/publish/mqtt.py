@@ -68,6 +68,24 @@ UNSUPPORTED_PROTOCOL_VERSION = 0x84
 #: publisher never has more of them unacknowledged at once (its CONTROL_WINDOW).
 CONTROL_SLACK = 16
 
+#: Retained control messages (status, catalogue, health, schedules) unacknowledged at once:
+#: paho's own in-flight bound is the telegram window plus this. More wait in the publisher, the
+#: newest payload per topic, and go out as PUBACKs come, so a burst of them (a health message
+#: per port every few seconds and on every connect) never makes paho queue a telegram behind it.
+CONTROL_WINDOW = CONTROL_SLACK
+
+
+def split_receive_maximum(window: int, receive_maximum: int | None) -> tuple[int, int]:
+    """The telegram and control windows under the broker's Receive Maximum (MQTT 5: how many
+    QoS 1 messages it takes unacknowledged; None: no limit said). Together they stay within
+    it: control messages get a quarter of it, at most CONTROL_WINDOW, at least one. At 1 there
+    is nothing to split: both windows are 1, and the publisher caps the two kinds together."""
+    if not receive_maximum:
+        return max(1, window), CONTROL_WINDOW
+    control = max(1, min(CONTROL_WINDOW, receive_maximum // 4))
+    return max(1, min(window, receive_maximum - control)), control
+
+
 #: paho's socket connect timeout (its default), part of the liveness budget while away.
 CONNECT_TIMEOUT_S = 5.0
 #: While connected the network loop iterates at least every NETWORK_TICK_S; allow for stalls.

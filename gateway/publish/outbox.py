@@ -17,6 +17,9 @@ The rules it keeps:
   when it is set aside as a dead letter (refused by the broker or by a local check), or by the
   explicit drop-oldest bounds.
 - A seq is published only once it is durably reserved.
+- A session marker (kind `session`) is published only once it is committed, with the session
+  state it changes (so a kill -9 never makes a `start` or `end` go twice), and the drop-oldest
+  bounds never drop one.
 - Only the writer (`writer=True`) steps over ids missing from memory: they may be in a commit
   at that moment, out of the batch and not yet in the spool.
 """
@@ -28,6 +31,11 @@ from collections import OrderedDict, deque
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
+
+from gateway.publish.sessions import EdgeState
+
+#: The kind of a session marker (`p1/R/slot/H/session`): no variant, no seq.
+SESSION_KIND = "session"
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +51,8 @@ class SpoolMessage:
     payload: bytes
     qos: int
     received_ns: int
+    prev_seq: int | None = None
+    """The seq of the previous message of its chain (None: the first, or not in a chain)."""
 
     @property
     def size(self) -> int:
@@ -75,10 +85,14 @@ class CommitBatch:
     deletes: Collection[int] = ()
     dead: Sequence[DeadLetter] = ()
     reservations: Mapping[str, int] = field(default_factory=dict)
+    edges: EdgeState | None = None
+    """The session state as of the last message inserted (None: unchanged)."""
 
     def __bool__(self) -> bool:
         """True when there is anything to write."""
-        return bool(self.inserts or self.deletes or self.dead or self.reservations)
+        return bool(
+            self.inserts or self.deletes or self.dead or self.reservations or self.edges is not None
+        )
 
 
 class Hold(Enum):
@@ -168,6 +182,7 @@ class Outbox:
         self._spool_max_id = 0  # the highest id committed (to the spool or the dead letters)
         self._pending: OrderedDict[int, SpoolMessage] = OrderedDict()  # the next commit's
         self._acked_ids: set[int] = set()  # committed and acknowledged: the next commit deletes
+        self._acked_markers: set[int] = set()  # those of them that are session markers
         self._dead: list[DeadLetter] = []  # for the next commit
         self._dead_count = 0
         self._inflight: dict[int, SpoolMessage] = {}  # by the link's message id
@@ -175,6 +190,7 @@ class Outbox:
         self._control_waiting: OrderedDict[str, bytes] = OrderedDict()
         self._catalogue: tuple[str, bytes] | None = None
         self._health: dict[str, bytes] = {}  # by topic
+        self._retained: dict[str, bytes] = {}  # schedules and calendar, by topic
         self._buffer: deque[SpoolMessage] = deque()  # read from the spool, not yet sent
         self._sent_upto = 1  # every id below went to the link (or needs not)
         self._outstanding = 0
@@ -281,15 +297,21 @@ class Outbox:
         wall_ns: int,
         *,
         connected: bool,
+        prev_seq: int | None = None,
     ) -> SpoolMessage | Hold:
         """Add one message to the batch: the message itself when it may go to the link now."""
-        msg = SpoolMessage(self._next_id, variant, seq, kind, topic, payload, self._qos, wall_ns)
+        msg = SpoolMessage(
+            self._next_id, variant, seq, kind, topic, payload, self._qos, wall_ns, prev_seq
+        )
         self._next_id += 1
         self._pending[msg.id] = msg
         self._outstanding += 1
         self.counters.enqueued += 1
         if len(self._pending) > self._max_pending:
             self._drop_oldest_pending()
+        if kind == SESSION_KIND:  # goes once committed: ask for the commit now
+            self._commit_requested = True
+            return Hold.WAKE_WRITER
         if not self._seqs.ok(variant, seq) and not self._commit_requested:
             self._commit_requested = True
             return Hold.WAKE_WRITER
@@ -314,8 +336,12 @@ class Outbox:
         return i
 
     def _drop_oldest_pending(self) -> None:
-        """The batch is over its bound (commits failing): drop its oldest message."""
-        _, old = self._pending.popitem(last=False)
+        """The batch is over its bound (commits failing): drop its oldest message (never a
+        session marker)."""
+        old = next((m for m in self._pending.values() if m.kind != SESSION_KIND), None)
+        if old is None:
+            return
+        del self._pending[old.id]
         self._outstanding -= 1
         self.counters.dropped_full += 1
         for mid, m in list(self._inflight.items()):
@@ -354,7 +380,9 @@ class Outbox:
         msg = self._next_unsent(writer)
         if not isinstance(msg, SpoolMessage):
             return msg
-        if not self._seqs.ok(msg.variant, msg.seq):
+        if not self._seqs.ok(msg.variant, msg.seq) or (
+            msg.kind == SESSION_KIND and msg.id in self._pending
+        ):
             if self._commit_requested:
                 return Hold.IDLE
             self._commit_requested = True
@@ -428,6 +456,8 @@ class Outbox:
         self.counters.acked += 1
         if self._pending.pop(msg.id, None) is None:
             self._acked_ids.add(msg.id)  # committed: the next commit deletes it
+            if msg.kind == SESSION_KIND:
+                self._acked_markers.add(msg.id)
         self._outstanding -= 1
 
     def refuse(self, generation: int, mid: int, reason: str, code: int, at_ns: int) -> str | None:
@@ -510,6 +540,7 @@ class Outbox:
             waiting[self._catalogue[0]] = self._catalogue[1]
         waiting.update((topic, b"") for topic in cleared)
         waiting.update(self._health)
+        waiting.update(self._retained)
 
     def disconnect(self) -> None:
         """The connection ended: nothing more goes out until the next `connect`."""
@@ -542,6 +573,14 @@ class Outbox:
         if self._health.get(topic) == payload:
             return False
         self._health[topic] = payload
+        return True
+
+    def retain_state(self, topic: str, payload: bytes) -> bool:
+        """A holder's schedule or the rig's calendar, sent again on every connect; False when
+        it is unchanged."""
+        if self._retained.get(topic) == payload:
+            return False
+        self._retained[topic] = payload
         return True
 
     def forget_health(self, topic: str) -> None:
@@ -611,17 +650,19 @@ class Outbox:
         self._durable_snapshot = snapshot
         if not batch:
             return
+        self._acked_markers.difference_update(batch.deletes)
         self.counters.commits += 1
         self._seqs.durable.update(batch.reservations)
         self._dead_count = min(self._dead_count + len(batch.dead), self._max_dead)
         ids = [m.id for m in batch.inserts] + [d.id for d in batch.dead]
         self._spool_max_id = max(self._spool_max_id, *ids) if ids else self._spool_max_id
         if dropped and dropped_ids is not None:
+            # The spool dropped every message in the range but the session markers.
             first, last = dropped_ids
-            already = {i for i in self._acked_ids if first <= i <= last}
+            already = {i for i in self._acked_ids if first <= i <= last} - self._acked_markers
             self._acked_ids -= already
             for mid, m in list(self._inflight.items()):
-                if first <= m.id <= last:
+                if first <= m.id <= last and m.kind != SESSION_KIND:
                     del self._inflight[mid]
             self._outstanding -= dropped - len(already)
             self.counters.dropped_full += dropped - len(already)

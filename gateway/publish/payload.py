@@ -209,13 +209,60 @@ def invalid_body(
         raise PayloadError(f"reason not encodable as UTF-8: {exc}") from exc
 
 
-def envelope(rig: str, variant: str, seq: int, received_wall_ns: int, body: bytes) -> bytes:
-    """A whole payload: {"rig","variant","seq","received_at", <body>}."""
+def envelope(
+    rig: str,
+    variant: str,
+    seq: int,
+    received_wall_ns: int,
+    body: bytes,
+    prev_seq: int | None = None,
+) -> bytes:
+    """A whole payload: {"rig","variant","seq","received_at", <body>, "prev_seq"} (prev_seq
+    last, so the fields before it keep their places)."""
     head = (
         f'{{"rig":{_encode_str(rig)},"variant":{_encode_str(variant)},"seq":{int(seq)},'
         f'"received_at":"{rfc3339_utc(received_wall_ns)}",'
     )
-    return head.encode("utf-8") + body + b"}"
+    tail = b',"prev_seq":null}' if prev_seq is None else b',"prev_seq":%d}' % int(prev_seq)
+    return head.encode("utf-8") + body + tail
+
+
+def span_time(wall_ns: int) -> str:
+    """A slot bound as RFC 3339 UTC: to the second when it is a whole second, else to the us."""
+    if wall_ns % 1_000_000_000:
+        return rfc3339_utc(wall_ns)
+    return rfc3339_utc(wall_ns)[:-8] + "Z"
+
+
+def _spans(spans: Sequence[tuple[int, int]]) -> list[dict[str, str]]:
+    """[{"start", "end"}, ...] of (start_ns, end_ns) spans."""
+    return [{"start": span_time(a), "end": span_time(b)} for a, b in spans]
+
+
+def session_payload(event: str, start_ns: int, end_ns: int, at_ns: int) -> bytes:
+    """A session marker: {"event": "start"|"end", "slot": {"start", "end"}, "at"}."""
+    slot = {"start": span_time(start_ns), "end": span_time(end_ns)}
+    return encode_json_bytes({"event": event, "slot": slot, "at": rfc3339_utc(at_ns)})
+
+
+def schedule_payload(
+    rig: str, holder: str, slots: Sequence[tuple[int, int]], updated_ns: int
+) -> bytes:
+    """A holder's retained schedule: {"rig", "holder", "slots": [{"start", "end"}], "updated_at"}
+    with that holder's own current and coming slots only."""
+    return encode_json_bytes(
+        {
+            "rig": rig,
+            "holder": holder,
+            "slots": _spans(slots),
+            "updated_at": rfc3339_utc(updated_ns),
+        }
+    )
+
+
+def calendar_payload(rig: str, busy: Sequence[tuple[int, int]]) -> bytes:
+    """The rig's retained free/busy: {"rig", "busy": [{"start", "end"}]}, no names."""
+    return encode_json_bytes({"rig": rig, "busy": _spans(busy)})
 
 
 def status_payload(rig: str, state: str, **extra: Any) -> bytes:

@@ -12,6 +12,10 @@ the in-flight window from the spool in id order after an outage. Connection even
 through a queue (see `gateway.publish.mqtt`). What to send, delete and commit is decided by the
 outbox (`gateway.publish.outbox`, no IO), under this module's lock: this is the shell around it.
 
+Slot edges. The router gives each holder's session `start` and `end` in routing order: they
+go in the same queue as the telegrams, which carry their chain's `prev_seq`; the session state
+is committed with them (`sessions`). Retained schedules and calendar: `board`.
+
 Guarantees. A message leaves the spool only after a successful PUBACK. While disconnected
 nothing is published (messages wait in the spool, not in paho). After a reconnect or a restart
 everything unacknowledged is sent again in id order, with its original seq: duplicates are
@@ -26,37 +30,37 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from gateway.errors import GatewayError, IdentifierError, SpoolError
 from gateway.p1.telegram import Telegram
 from gateway.publish import payload as pl
+from gateway.publish.board import Board
 from gateway.publish.clock import SystemClockProbe
+from gateway.publish.emit import Emitter, Outgoing
+from gateway.publish.emit import Prepared as _Prepared
+from gateway.publish.mqtt import CONTROL_WINDOW as CONTROL_WINDOW
 from gateway.publish.mqtt import (
-    CONTROL_SLACK,
     CallbackFailed,
     Connected,
     ConnectFailed,
     ConnectRefused,
     Disconnected,
     MqttLink,
+    split_receive_maximum,
 )
-from gateway.publish.outbox import Hold, Outbox, ReadSpool, SpoolMessage
+from gateway.publish.outbox import SESSION_KIND, Hold, Outbox, ReadSpool, SpoolMessage
 from gateway.publish.reports import PublisherCounters as PublisherCounters
 from gateway.publish.reports import PublisherLiveness as PublisherLiveness
 from gateway.publish.reports import PublisherStatus as PublisherStatus
 from gateway.publish.reports import SubmitOutcome as SubmitOutcome
+from gateway.publish.reports import liveness_of, publisher_status
 from gateway.publish.router import Reception, Route, Router
 from gateway.publish.schedule import SlotSchedule
+from gateway.publish.sessions import SessionBook
 from gateway.publish.settings import PublisherSettings
 from gateway.publish.spool import Spool
-from gateway.publish.topics import (
-    SlotTopicKind,
-    TopicBuilder,
-    check_publishable_topic,
-    validate_variant_id,
-)
+from gateway.publish.topics import TopicBuilder, check_publishable_topic, validate_variant_id
 from gateway.threadnames import name_this_thread
 from gateway.timefmt import rfc3339_utc
 
@@ -65,35 +69,10 @@ _READ_CHUNK = 256
 _WORKER_TICK = 0.25
 #: How long the network thread gathers PUBACKs after a read while nothing waits to be sent.
 ACK_LINGER_S = 0.1
-#: Retained control messages (status, catalogue, health) unacknowledged at once: paho's own
-#: in-flight bound is the telegram window plus this. More wait in the publisher, the newest
-#: payload per topic, and go out as PUBACKs come, so a burst of them (a health message per port
-#: every few seconds and on every connect) never makes paho queue a telegram behind it.
-CONTROL_WINDOW = CONTROL_SLACK
 #: Unacknowledged messages from which a connected publisher counts as lagging its input.
 LAG_MESSAGES = 1000
 #: How long a spool commit may take before the writer counts as stuck (slow SD cards).
 WRITER_BUDGET_S = 30.0
-
-
-def split_receive_maximum(window: int, receive_maximum: int | None) -> tuple[int, int]:
-    """The telegram and control windows under the broker's Receive Maximum (MQTT 5: how many
-    QoS 1 messages it takes unacknowledged; None: no limit said). Together they stay within
-    it: control messages get a quarter of it, at most CONTROL_WINDOW, at least one. At 1 there
-    is nothing to split: both windows are 1, and the publisher caps the two kinds together."""
-    if not receive_maximum:
-        return max(1, window), CONTROL_WINDOW
-    control = max(1, min(CONTROL_WINDOW, receive_maximum // 4))
-    return max(1, min(window, receive_maximum - control)), control
-
-
-@dataclass(frozen=True, slots=True)
-class _Prepared:
-    """A reception encoded once, on arrival: its raw bytes and its payload tail."""
-
-    kind: str
-    raw: bytes
-    body: bytes
 
 
 class _Wake:
@@ -122,12 +101,17 @@ class Publisher:
         self._mono_ns = mono_ns
         self._wall_ns = wall_ns
         self._router: Router[_Prepared] = Router(
-            schedule, require_sync=settings.require_sync, max_held=settings.max_held
+            schedule,
+            require_sync=settings.require_sync,
+            max_held=settings.max_held,
+            sessions=SessionBook(end_lag_ns=round(settings.end_lag * 1e9)),
         )
         sp = settings.spool
         if spool is None:  # (tests pass one of their own)
             spool = Spool(sp.path, max_bytes=sp.max_bytes, max_dead=sp.max_dead)
         self._spool = spool
+        self._board = Board(self.topics)
+        self._edge_due_ns: int | None = None  # when the clock alone next brings a session edge
         self._events: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._link = MqttLink(
             settings.mqtt,
@@ -147,6 +131,7 @@ class Publisher:
             max_pending=sp.max_pending,
             max_dead=sp.max_dead,
         )
+        self._emitter = Emitter(self.topics, self._outbox.take_seq, self._router)
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._counters = PublisherCounters()  # the shell's; status() adds the outbox's
@@ -175,6 +160,11 @@ class Publisher:
             )
             if fresh:
                 spool.reserve(fresh)
+            state = spool.edge_state()
+            self._router.sessions = SessionBook(
+                state, unclean=spool.unclean, end_lag_ns=self._router.sessions.end_lag_ns
+            )
+            self._board = Board(self.topics, state.announced)
             self._running = True
             self._stop_worker = False
             self._worker = threading.Thread(target=self._run, name="p1gw-spool", daemon=True)
@@ -225,6 +215,8 @@ class Publisher:
                 # the rest.
                 self._last_error = "the spool writer did not stop (disk hung?): spool left open"
                 return
+        if not (self._outbox.pending or self._router.sessions.dirty or self._board.dirty):
+            self._guarded(self._spool.mark_clean)  # all committed: the next start is clean
         self._spool.close()
 
     def __enter__(self) -> Publisher:
@@ -308,6 +300,7 @@ class Publisher:
             with self._link.corked():
                 for route in routes:
                     self._emit_locked(route)
+            self._refresh_board_locked()
             return SubmitOutcome.ROUTED if routes[-1].holder else SubmitOutcome.UNROUTED
 
     def _reject(self, variant: str, kind: str, raw: bytes, reason: str) -> SubmitOutcome:
@@ -319,30 +312,32 @@ class Publisher:
         return SubmitOutcome.REJECTED
 
     def _emit_locked(self, route: Route[_Prepared]) -> None:
-        """Turn one routed reception into its messages (telegram + raw, or invalid)."""
-        rec = route.reception
-        item = rec.item
-        if route.holder is None:
-            return
-        seq = self._outbox.take_seq(rec.variant)
-        envelope = pl.envelope(self.settings.rig, rec.variant, seq, route.wall_ns, item.body)
-        slot = self.topics.slot
-        holder, variant = route.holder, rec.variant
-        if item.kind == "telegram":
-            topic = slot(holder, variant, SlotTopicKind.TELEGRAM)
-            self._enqueue_locked(variant, seq, "telegram", topic, envelope, route.wall_ns)
-            topic = slot(holder, variant, SlotTopicKind.RAW)
-            self._enqueue_locked(variant, seq, "raw", topic, item.raw, route.wall_ns)
-        else:
-            topic = slot(holder, variant, SlotTopicKind.INVALID)
-            self._enqueue_locked(variant, seq, "invalid", topic, envelope, route.wall_ns)
+        """Enqueue what one routed reception becomes: the session markers due before it, then
+        its messages (telegram + raw, or invalid)."""
+        for out in self._emitter.messages(route):
+            self._enqueue_locked(out)
 
-    def _enqueue_locked(
-        self, variant: str, seq: int, kind: str, topic: str, data: bytes, wall_ns: int
-    ) -> None:
+    def _refresh_board_locked(self) -> None:
+        """Republish the holders' schedules and the calendar when they changed (a new schedule,
+        a slot's end), as of the routing time reached; each goes again on every connect."""
+        now = self._router.sessions.cursor
+        if now is None or not self._board.due(now):
+            return
+        for topic, data in self._board.messages(self._router.schedule, now):
+            if self._outbox.retain_state(topic, data):
+                self._publish_control_locked(topic, data)
+
+    def _enqueue_locked(self, m: Outgoing) -> None:
         """Add one message to the batch; publish it at once when it is next in line."""
         step = self._outbox.enqueue(
-            variant, seq, kind, topic, data, wall_ns, connected=self._link.connected
+            m.variant,
+            m.seq,
+            m.kind,
+            m.topic,
+            m.payload,
+            m.wall_ns,
+            connected=self._link.connected,
+            prev_seq=m.prev_seq,
         )
         if isinstance(step, SpoolMessage):
             self._send_locked(step)
@@ -353,14 +348,14 @@ class Publisher:
 
     def _send_locked(self, msg: SpoolMessage) -> bool:
         """Hand `msg` to paho; True when it went (or was set aside), False to retry later."""
+        props = None
+        if msg.kind != SESSION_KIND:
+            props = [("seq", str(msg.seq)), ("variant", msg.variant)]
+            if msg.prev_seq is not None:
+                props.append(("prev_seq", str(msg.prev_seq)))
         try:
             check_publishable_topic(msg.topic)
-            result = self._link.publish(
-                msg.topic,
-                msg.payload,
-                msg.qos,
-                user_properties=[("seq", str(msg.seq)), ("variant", msg.variant)],
-            )
+            result = self._link.publish(msg.topic, msg.payload, msg.qos, user_properties=props)
         except (GatewayError, ValueError, TypeError) as exc:
             reason = f"publish: {exc}"
             self._outbox.unsendable(msg, reason, self._wall_ns())
@@ -499,6 +494,9 @@ class Publisher:
                 wait = max(0.0, next_commit - now)
                 if self._router.held:  # poll the clock for the held receptions
                     wait = min(wait, _WORKER_TICK)
+                due = self._edge_due_ns
+                if due is not None:  # a session edge the clock brings
+                    wait = min(wait, max(0.0, (due - self._wall_ns()) / 1e9))
                 batch.append(self._events.get(timeout=wait))
                 while len(batch) < 10_000:
                     batch.append(self._events.get_nowait())
@@ -531,7 +529,7 @@ class Publisher:
         """Handle queued events, release held receptions, refill the window."""
         refuse_v5 = False
         poll = self._router.held > 0
-        synced = self._clock_synced() if poll and self.settings.require_sync else True
+        synced = self._clock_synced() if self.settings.require_sync else True
         with self._lock:
             for event in batch:
                 if event is _WAKE:
@@ -545,14 +543,32 @@ class Publisher:
                     synced=synced, now_mono_ns=self._mono_ns(), now_wall_ns=self._wall_ns()
                 ):
                     self._emit_locked(route)
+            if self._running:
+                self._advance_time_locked(synced)
         self._refill()
         if refuse_v5 and self._link.protocol == "5":
             self._link.fall_back_to_311()
 
+    def _advance_time_locked(self, synced: bool) -> None:
+        """Give the session edges the clock brings by now; refresh the schedules if due."""
+        router, now = self._router, self._wall_ns()
+        for edge in router.advance_time(
+            synced=synced, now_mono_ns=self._mono_ns(), now_wall_ns=now
+        ):
+            self._enqueue_locked(self._emitter.marker(edge))
+        self._refresh_board_locked()
+        due = router.sessions.next_due_ns()  # (not in the future: the clock is not trusted now)
+        self._edge_due_ns = due if due is not None and due > now else None
+
     def _commit(self) -> None:
-        """One group commit: new messages, acknowledged deletes, dead letters, seq reserves."""
+        """One group commit: new messages, acknowledged deletes, dead letters, seq reserves,
+        and the session state as of the last message in it."""
         with self._lock:
             batch, snapshot = self._outbox.take_commit()
+            book = self._router.sessions
+            if book.dirty or self._board.dirty:
+                state = dataclasses.replace(book.snapshot(), announced=self._board.snapshot())
+                batch = dataclasses.replace(batch, edges=state)
         if not batch:
             with self._lock:
                 self._outbox.committed(snapshot, batch)
@@ -565,6 +581,8 @@ class Publisher:
                 self._counters.spool_errors += 1
                 self._last_error = str(exc)
                 self._outbox.commit_failed(batch)
+                if batch.edges is not None:  # write the state with the next commit
+                    self._router.sessions.dirty = self._board.dirty = True
             return
         with self._lock:
             self._outbox.committed(
@@ -576,9 +594,16 @@ class Publisher:
     # --- the daemon's other calls ------------------------------------------------------
 
     def set_schedule(self, schedule: SlotSchedule) -> None:
-        """Replace the slot schedule whole (on reload); receptions from now on use it."""
+        """Replace the slot schedule whole (on reload); receptions from now on use it. Open
+        sessions are reconciled with it and the schedules republished now (once the clock is
+        trusted)."""
+        synced = self._clock_synced() if self.settings.require_sync else True
         with self._lock:
             self._router.replace_schedule(schedule)
+            self._board.reschedule()
+            if self._running:
+                self._advance_time_locked(synced)
+        self._events.put(_WAKE)
 
     def publish_catalogue(self, variants: Sequence[Mapping[str, Any]]) -> None:
         """Set the retained variant catalogue (no holder names); republished on every connect."""
@@ -635,27 +660,13 @@ class Publisher:
     def status(self) -> PublisherStatus:
         """A consistent snapshot of the queue and the counters."""
         with self._lock:
-            outbox = self._outbox
-            counters = dataclasses.replace(  # the shell's, the router's, the queue's, the link's
+            return publisher_status(
                 self._counters,
-                **dataclasses.asdict(self._router.counters),
-                **dataclasses.asdict(outbox.counters),
-                callback_errors=self._link.callback_errors,
-                paho_restarts=self._link.restarts,
-                protocol_fallbacks=self._link.fallbacks,
-            )
-            return PublisherStatus(
-                connected=self._link.connected,
-                protocol=self._link.protocol,
-                outstanding=outbox.outstanding,
-                spooled=self._spool.count,
-                spooled_bytes=self._spool.bytes,
-                pending_commit=outbox.pending,
-                inflight=outbox.inflight,
-                held=self._router.held,
-                dead_letters=outbox.dead_letters,
-                last_error=self._last_error,
-                counters=counters,
+                self._router,
+                self._outbox,
+                self._link,
+                self._spool,
+                self._last_error,
             )
 
     @property
@@ -679,17 +690,7 @@ class Publisher:
 
     def liveness(self) -> PublisherLiveness:
         """For the watchdog: the network thread and the writer thread alive and progressing."""
-        now = time.monotonic()
-        worker = self._worker
-        return PublisherLiveness(
-            network_thread_alive=self._link.thread_alive(),
-            network_progress_age=max(0.0, now - self._link.progress_time()),
-            network_budget=self._link.progress_budget(),
-            writer_alive=bool(worker is not None and worker.is_alive()),
-            writer_progress_age=max(0.0, now - self._worker_beat),
-            writer_budget=WRITER_BUDGET_S,
-            connected=self._link.connected,
-        )
+        return liveness_of(self._link, self._worker, self._worker_beat, WRITER_BUDGET_S)
 
     @property
     def link(self) -> MqttLink:

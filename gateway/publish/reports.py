@@ -2,8 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
+import threading
+import time
 from dataclasses import dataclass
 from enum import Enum
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from gateway.publish.mqtt import MqttLink
+    from gateway.publish.outbox import Outbox
+    from gateway.publish.router import Router
+    from gateway.publish.spool import Spool
 
 
 class SubmitOutcome(Enum):
@@ -31,6 +41,8 @@ class PublisherCounters:
     held: int = 0
     held_dropped: int = 0
     rebuilt: int = 0
+    after_end: int = 0
+    """Receptions routed to a holder after their session's `end` (handed over late)."""
     enqueued: int = 0
     """Messages (telegram + raw + invalid) created and spooled."""
     published: int = 0
@@ -102,3 +114,53 @@ class PublisherLiveness:
             and self.network_progress_age <= net
             and self.writer_progress_age <= writer
         )
+
+
+def publisher_status(
+    counters: PublisherCounters,
+    router: Router[Any],
+    outbox: Outbox,
+    link: MqttLink,
+    spool: Spool,
+    last_error: str | None,
+) -> PublisherStatus:
+    """The publisher's status from its parts (under its lock): the shell's `counters` with the
+    router's, the queue's and the link's added."""
+    merged = dataclasses.replace(
+        counters,
+        **dataclasses.asdict(router.counters),
+        **dataclasses.asdict(outbox.counters),
+        callback_errors=link.callback_errors,
+        paho_restarts=link.restarts,
+        protocol_fallbacks=link.fallbacks,
+    )
+    return PublisherStatus(
+        connected=link.connected,
+        protocol=link.protocol,
+        outstanding=outbox.outstanding,
+        spooled=spool.count,
+        spooled_bytes=spool.bytes,
+        pending_commit=outbox.pending,
+        inflight=outbox.inflight,
+        held=router.held,
+        dead_letters=outbox.dead_letters,
+        last_error=last_error,
+        counters=merged,
+    )
+
+
+def liveness_of(
+    link: MqttLink, writer: threading.Thread | None, writer_beat: float, writer_budget: float
+) -> PublisherLiveness:
+    """The publisher's liveness: its link's network thread, its `writer` thread (which last
+    looped at monotonic `writer_beat`)."""
+    now = time.monotonic()
+    return PublisherLiveness(
+        network_thread_alive=link.thread_alive(),
+        network_progress_age=max(0.0, now - link.progress_time()),
+        network_budget=link.progress_budget(),
+        writer_alive=bool(writer is not None and writer.is_alive()),
+        writer_progress_age=max(0.0, now - writer_beat),
+        writer_budget=writer_budget,
+        connected=link.connected,
+    )

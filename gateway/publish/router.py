@@ -8,6 +8,12 @@ Clock trust: with `require_sync`, nothing is routed while the wall clock is not 
 Receptions meanwhile are held (bounded; the oldest is dropped and counted when full) with
 their monotonic reception time. Once the clock is synchronised, their wall time is rebuilt as
 `mono + (wall_now - mono_now)` and they are routed then, in reception order.
+
+Session edges: the router keeps the `SessionBook` in routing order. Each route carries the edges
+due before it (`Route.edges`: a holder's `start` before its first reception, ends as they fall
+due) and the session it was routed into; `advance_time` gives the edges the clock alone brings
+(a slot ending or starting while no telegram arrives). Held receptions released after a clock
+sync are bracketed by their own (rebuilt) times.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from gateway.publish.schedule import SlotSchedule
+from gateway.publish.sessions import Edge, SessionBook
 
 T = TypeVar("T")
 
@@ -44,6 +51,11 @@ class Route(Generic[T]):
     """The reception wall time used for routing and for `received_at`."""
     rebuilt: bool
     """True when `wall_ns` was rebuilt from the monotonic clock after a clock sync."""
+    edges: tuple[Edge, ...] = ()
+    """Session edges due before this reception, in order (to be published before it)."""
+    session: int | None = None
+    """The id of the holder's session it was routed into (None: no holder, or its session's
+    `end` went before it: see `RouterCounters.after_end`)."""
 
 
 @dataclass(slots=True)
@@ -60,6 +72,9 @@ class RouterCounters:
     """Held receptions dropped, oldest first, because the hold was full."""
     rebuilt: int = 0
     """Receptions whose wall time was rebuilt from the monotonic clock."""
+    after_end: int = 0
+    """Receptions routed to a holder after their session's `end` (handed over more than the
+    end lag after reading)."""
 
 
 @dataclass(slots=True)
@@ -70,6 +85,7 @@ class Router(Generic[T]):
     require_sync: bool = True
     max_held: int = DEFAULT_MAX_HELD
     counters: RouterCounters = field(default_factory=RouterCounters)
+    sessions: SessionBook = field(default_factory=SessionBook)
     _held: deque[Reception[T]] = field(default_factory=deque)
     _synced_since_mono_ns: int | None = None
 
@@ -79,8 +95,10 @@ class Router(Generic[T]):
         return len(self._held)
 
     def replace_schedule(self, schedule: SlotSchedule) -> None:
-        """Swap in a new schedule whole (on reload); receptions from now on use it."""
+        """Swap in a new schedule whole (on reload); receptions from now on use it, and the
+        open sessions are reconciled with it at the next advance (`advance_time`)."""
         self.schedule = schedule
+        self.sessions.reschedule()
 
     def _trusted(self, synced: bool, now_mono_ns: int) -> bool:
         """Record a clock observation; True when routing may happen now."""
@@ -102,12 +120,22 @@ class Router(Generic[T]):
             self.counters.rebuilt += 1
         else:
             wall_ns = reception.wall_ns
+        # Ends wait for late receptions (end lag), but never past this reception's own time:
+        # a held one released now is bracketed as if it had been routed when received.
+        ends_to = min(wall_ns, now_wall_ns - self.sessions.end_lag_ns)
+        edges = self.sessions.advance(
+            self.schedule, starts_to=wall_ns, ends_to=ends_to, now_ns=now_wall_ns
+        )
         holder = self.schedule.holder_at_ns(wall_ns)
+        session = None
         if holder is None:
             self.counters.unrouted += 1
         else:
             self.counters.routed += 1
-        return Route(reception, holder, wall_ns, rebuilt)
+            session = self.sessions.session_for(holder, wall_ns)
+            if session is None:
+                self.counters.after_end += 1
+        return Route(reception, holder, wall_ns, rebuilt, tuple(edges), session)
 
     def _release(self, now_mono_ns: int, now_wall_ns: int) -> list[Route[T]]:
         """Route every held reception, oldest first."""
@@ -129,6 +157,16 @@ class Router(Generic[T]):
         out = self._release(now_mono_ns, now_wall_ns) if self._held else []
         out.append(self._route(reception, now_mono_ns, now_wall_ns))
         return out
+
+    def advance_time(self, *, synced: bool, now_mono_ns: int, now_wall_ns: int) -> list[Edge]:
+        """The session edges the clock brings by now, the end lag late (none while it is not
+        trusted, or while receptions are held: `poll` releases those first)."""
+        if not self._trusted(synced, now_mono_ns) or self._held:
+            return []
+        upto = now_wall_ns - self.sessions.end_lag_ns
+        return self.sessions.advance(
+            self.schedule, starts_to=upto, ends_to=upto, now_ns=now_wall_ns
+        )
 
     def poll(self, *, synced: bool, now_mono_ns: int, now_wall_ns: int) -> list[Route[T]]:
         """Release the held receptions if the clock is now trusted (call it periodically)."""

@@ -31,10 +31,19 @@ class Slot:
     end: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class Run:
+    """A holder's run of back-to-back slots as one span [start_ns, end_ns): one session."""
+
+    holder: str
+    start_ns: int
+    end_ns: int
+
+
 class SlotSchedule:
     """An immutable, validated set of non-overlapping slots, searched in O(log n)."""
 
-    __slots__ = ("_ends", "_holders", "_slots", "_starts")
+    __slots__ = ("_ends", "_holders", "_run_starts", "_runs", "_slots", "_starts")
 
     def __init__(self, slots: Iterable[Slot] = ()):
         items = sorted(slots, key=lambda s: (s.start, s.end))
@@ -73,6 +82,14 @@ class SlotSchedule:
         self._starts = starts
         self._ends = ends
         self._holders = [s.holder for s in items]
+        runs: list[Run] = []
+        for holder, start, end in zip(self._holders, starts, ends, strict=True):
+            if runs and runs[-1].holder == holder and runs[-1].end_ns == start:
+                runs[-1] = Run(holder, runs[-1].start_ns, end)
+            else:
+                runs.append(Run(holder, start, end))
+        self._runs = tuple(runs)
+        self._run_starts = [r.start_ns for r in runs]
 
     @property
     def slots(self) -> tuple[Slot, ...]:
@@ -99,6 +116,29 @@ class SlotSchedule:
         wall_ns = datetime_to_ns(when)
         i = bisect.bisect_right(self._starts, wall_ns) - 1
         return self._slots[i] if i >= 0 and wall_ns < self._ends[i] else None
+
+    @property
+    def runs(self) -> tuple[Run, ...]:
+        """The holders' runs of back-to-back slots (each one session), sorted by start."""
+        return self._runs
+
+    def run_at_ns(self, wall_ns: int) -> Run | None:
+        """The run containing `wall_ns` ([start, end)), or None."""
+        i = bisect.bisect_right(self._run_starts, wall_ns) - 1
+        if i >= 0 and wall_ns < self._runs[i].end_ns:
+            return self._runs[i]
+        return None
+
+    def runs_starting(self, after_ns: int, upto_ns: int) -> tuple[Run, ...]:
+        """The runs that start in (after_ns, upto_ns], in order."""
+        lo = bisect.bisect_right(self._run_starts, after_ns)
+        hi = bisect.bisect_right(self._run_starts, upto_ns)
+        return self._runs[lo:hi]
+
+    def next_run_start(self, after_ns: int) -> int | None:
+        """The first run start after `after_ns`, or None."""
+        i = bisect.bisect_right(self._run_starts, after_ns)
+        return self._run_starts[i] if i < len(self._run_starts) else None
 
     def merged(self) -> tuple[Slot, ...]:
         """The slots with back-to-back slots of one holder joined into one (for reports)."""

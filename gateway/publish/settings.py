@@ -84,6 +84,11 @@ class PublisherSettings:
     require_sync: bool = True
     max_held: int = 5000
     """Receptions held at most while the clock is unsynchronised (oldest dropped, counted)."""
+    end_lag: float = 2.0
+    """Seconds a session's `end` waits past the slot's end for receptions read before it and
+    handed over later (keep it above the longest such delay, a frame reported late)."""
 
     def __post_init__(self) -> None:
         validate_rig_id(self.rig)
+        if not 0 <= self.end_lag <= 60:
+            raise ValueError(f"end_lag must be 0..60 seconds, not {self.end_lag!r}")

@@ -1,15 +1,23 @@
 """The durable spool: SQLite (WAL, synchronous=FULL), written by one thread in group commits.
 
-Three tables: `spool` (messages handed over, not yet acknowledged by the broker, in id order),
-`dead` (messages the broker refused or that failed local checks, set aside, bounded) and `seq`
-(per variant, the highest seq durably reserved: seq values are never reused across restarts).
+Tables: `spool` (messages handed over, not yet acknowledged by the broker, in id order, each
+with its `prev_seq`), `dead` (messages the broker refused or that failed local checks, set
+aside, bounded), `seq` (per variant, the highest seq durably reserved: seq values are never
+reused across restarts), and the session state written in the same commit as the messages it
+describes: `session` (the open sessions), `chain` (each chain's last seq), `announced` (what
+each holder's retained schedule says) and `meta` (`next_session`; `running`, 1 from `open`
+until `mark_clean`: found at 1, the last run stopped uncleanly).
 Every method raises `gateway.errors.SpoolError` for any SQLite failure. The records it stores
 (`SpoolMessage`, `DeadLetter`, `CommitBatch`) are the outbox's, re-exported here.
+
+Schema 2 adds `spool.prev_seq` and the session tables; a schema 1 spool is migrated on open
+(its rows have no prev_seq: each chain starts anew after them).
 """
 
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
@@ -18,11 +26,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.errors import SpoolError
+from gateway.publish.outbox import SESSION_KIND
 from gateway.publish.outbox import CommitBatch as CommitBatch
 from gateway.publish.outbox import DeadLetter as DeadLetter
 from gateway.publish.outbox import SpoolMessage as SpoolMessage
+from gateway.publish.sessions import Announced, ChainLink, EdgeState, Session
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 #: SQLite's page cache, KiB (its default is 2000). The spool appends at the end and deletes
 #: acknowledged rows near its head: a small cache serves both; a larger one only held ~2 MB
@@ -34,7 +44,7 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS spool (
     id INTEGER PRIMARY KEY, variant TEXT NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL,
     topic TEXT NOT NULL, payload BLOB NOT NULL, qos INTEGER NOT NULL, size INTEGER NOT NULL,
-    received_ns INTEGER NOT NULL
+    received_ns INTEGER NOT NULL, prev_seq INTEGER
 );
 CREATE TABLE IF NOT EXISTS dead (
     id INTEGER PRIMARY KEY, variant TEXT NOT NULL, seq INTEGER, kind TEXT NOT NULL,
@@ -42,6 +52,17 @@ CREATE TABLE IF NOT EXISTS dead (
     at_ns INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS seq (variant TEXT PRIMARY KEY, reserved INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS session (
+    id INTEGER PRIMARY KEY, holder TEXT NOT NULL, start_ns INTEGER NOT NULL,
+    end_ns INTEGER NOT NULL, gap INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS chain (
+    holder TEXT NOT NULL, variant TEXT NOT NULL, session INTEGER NOT NULL,
+    seq INTEGER NOT NULL, PRIMARY KEY (holder, variant)
+);
+CREATE TABLE IF NOT EXISTS announced (
+    holder TEXT PRIMARY KEY, slots TEXT NOT NULL, updated_ns INTEGER NOT NULL
+);
 """
 
 
@@ -83,6 +104,8 @@ class Spool:
         """Their total size."""
         self.max_id = 0
         """The highest id committed to `spool` or `dead`."""
+        self.unclean = False
+        """The last run on this spool did not stop cleanly (kill -9, power cut, crash)."""
 
     # --- life cycle --------------------------------------------------------------------
 
@@ -112,9 +135,7 @@ class Spool:
             db.execute("PRAGMA synchronous=FULL")
             db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
             db.executescript(_SCHEMA)
-            db.execute(
-                "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema', ?)", (SCHEMA_VERSION,)
-            )
+            self._migrate(db)
             count, total = db.execute(
                 "SELECT count(*), coalesce(sum(size), 0) FROM spool"
             ).fetchone()
@@ -132,6 +153,24 @@ class Spool:
             self.close()
             raise
         return self
+
+    def _migrate(self, db: sqlite3.Connection) -> None:
+        """Bring an older schema up to SCHEMA_VERSION; note and set the `running` mark."""
+        columns = {row[1] for row in db.execute("PRAGMA table_info(spool)")}
+        with self._transaction():
+            if "prev_seq" not in columns:  # schema 1
+                db.execute("ALTER TABLE spool ADD COLUMN prev_seq INTEGER")
+            db.execute(
+                "INSERT OR REPLACE INTO meta(key, value) VALUES ('schema', ?)", (SCHEMA_VERSION,)
+            )
+            row = db.execute("SELECT value FROM meta WHERE key = 'running'").fetchone()
+            self.unclean = row is not None and row[0] == "1"
+            db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('running', '1')")
+
+    def mark_clean(self) -> None:
+        """The run stops cleanly: everything it took in is committed (the next open is clean)."""
+        with self._transaction() as db:
+            db.execute("UPDATE meta SET value = '0' WHERE key = 'running'")
 
     def close(self) -> None:
         """Close the database (idempotent)."""
@@ -172,13 +211,38 @@ class Spool:
         """Up to `limit` spooled messages with id >= first_id, in id order."""
         try:
             rows = self.db.execute(
-                "SELECT id, variant, seq, kind, topic, payload, qos, received_ns FROM spool"
-                " WHERE id >= ? ORDER BY id LIMIT ?",
+                "SELECT id, variant, seq, kind, topic, payload, qos, received_ns, prev_seq"
+                " FROM spool WHERE id >= ? ORDER BY id LIMIT ?",
                 (first_id, limit),
             ).fetchall()
         except sqlite3.Error as exc:
             raise SpoolError(f"{self.path}: {exc}") from exc
-        return [SpoolMessage(r[0], r[1], r[2], r[3], r[4], bytes(r[5]), r[6], r[7]) for r in rows]
+        return [
+            SpoolMessage(r[0], r[1], r[2], r[3], r[4], bytes(r[5]), r[6], r[7], r[8]) for r in rows
+        ]
+
+    def edge_state(self) -> EdgeState:
+        """The session state last committed (empty on a new or a migrated spool)."""
+        try:
+            db = self.db
+            sessions = tuple(
+                Session(i, h, a, b, bool(g))
+                for i, h, a, b, g in db.execute(
+                    "SELECT id, holder, start_ns, end_ns, gap FROM session ORDER BY id"
+                )
+            )
+            chains = tuple(
+                ChainLink(*row)
+                for row in db.execute("SELECT holder, variant, session, seq FROM chain")
+            )
+            announced = tuple(
+                Announced(h, tuple((int(a), int(b)) for a, b in json.loads(text)), int(t))
+                for h, text, t in db.execute("SELECT holder, slots, updated_ns FROM announced")
+            )
+            row = db.execute("SELECT value FROM meta WHERE key = 'next_session'").fetchone()
+        except (sqlite3.Error, ValueError, TypeError) as exc:
+            raise SpoolError(f"{self.path}: session state: {exc}") from exc
+        return EdgeState(sessions, chains, int(row[0]) if row else 1, announced)
 
     def seq_reservations(self) -> dict[str, int]:
         """Per variant, the highest seq durably reserved."""
@@ -224,8 +288,8 @@ class Spool:
             if batch.inserts:
                 db.executemany(
                     "INSERT OR REPLACE INTO spool"
-                    " (id, variant, seq, kind, topic, payload, qos, size, received_ns)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " (id, variant, seq, kind, topic, payload, qos, size, received_ns, prev_seq)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [
                         (
                             m.id,
@@ -237,6 +301,7 @@ class Spool:
                             m.qos,
                             m.size,
                             m.received_ns,
+                            m.prev_seq,
                         )
                         for m in batch.inserts
                     ],
@@ -288,9 +353,14 @@ class Spool:
                     " DO UPDATE SET reserved = max(reserved, excluded.reserved)",
                     list(batch.reservations.items()),
                 )
-            while total > self.max_bytes and count > 0:
+            if batch.edges is not None:
+                _write_edges(db, batch.edges)
+            while total > self.max_bytes and count > 0:  # drop the oldest (never a marker)
                 excess = total - self.max_bytes
-                rows = db.execute("SELECT id, size FROM spool ORDER BY id LIMIT 512").fetchall()
+                rows = db.execute(
+                    "SELECT id, size FROM spool WHERE kind != ? ORDER BY id LIMIT 512",
+                    (SESSION_KIND,),
+                ).fetchall()
                 freed, last = 0, None
                 for row_id, size in rows:
                     freed += size
@@ -302,8 +372,31 @@ class Spool:
                 if last is None:
                     break
                 first = rows[0][0]
-                db.execute("DELETE FROM spool WHERE id <= ?", (last,))
+                db.execute("DELETE FROM spool WHERE id <= ? AND kind != ?", (last, SESSION_KIND))
                 total -= freed
                 dropped_ids = (dropped_ids[0] if dropped_ids else first, last)
         self.count, self.bytes, self.max_id = count, total, max_id
         return CommitResult(dropped, dropped_ids)
+
+
+def _write_edges(db: sqlite3.Connection, state: EdgeState) -> None:
+    """Replace the session state with `state` (inside the commit's transaction)."""
+    db.execute("DELETE FROM session")
+    db.executemany(
+        "INSERT INTO session (id, holder, start_ns, end_ns, gap) VALUES (?, ?, ?, ?, ?)",
+        [(s.id, s.holder, s.start_ns, s.end_ns, int(s.gap)) for s in state.sessions],
+    )
+    db.execute("DELETE FROM chain")
+    db.executemany(
+        "INSERT INTO chain (holder, variant, session, seq) VALUES (?, ?, ?, ?)",
+        [(c.holder, c.variant, c.session, c.seq) for c in state.chains],
+    )
+    db.execute("DELETE FROM announced")
+    db.executemany(
+        "INSERT INTO announced (holder, slots, updated_ns) VALUES (?, ?, ?)",
+        [(a.holder, json.dumps([list(x) for x in a.slots]), a.updated_ns) for a in state.announced],
+    )
+    db.execute(
+        "INSERT OR REPLACE INTO meta(key, value) VALUES ('next_session', ?)",
+        (str(state.next_session),),
+    )

@@ -66,6 +66,20 @@ class TopicBuilder:
         validate_variant_id(variant)
         return f"{self.prefix}/{self.rig}/slot/{holder}/{variant}/{kind.value}"
 
+    def schedule(self, holder: str) -> str:
+        """`p1/R/slot/H/schedule`: the holder's own slots, retained."""
+        validate_holder(holder)
+        return f"{self.prefix}/{self.rig}/slot/{holder}/schedule"
+
+    def session(self, holder: str) -> str:
+        """`p1/R/slot/H/session`: the holder's session start and end markers."""
+        validate_holder(holder)
+        return f"{self.prefix}/{self.rig}/slot/{holder}/session"
+
+    def calendar(self) -> str:
+        """`p1/R/calendar`: the rig's busy times without names, retained."""
+        return f"{self.prefix}/{self.rig}/calendar"
+
     def status(self) -> str:
         """`p1/R/status`: online/offline, retained; also the last will."""
         return f"{self.prefix}/{self.rig}/status"

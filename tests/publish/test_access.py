@@ -28,15 +28,18 @@ def test_testers_get_their_own_slot_only_and_cannot_publish(
             pub.submit_telegram("v5", make_telegram(i), time.monotonic_ns(), time.time_ns())
             is SubmitOutcome.ROUTED
         )
-    assert a.wait_for(lambda ms: len(telegrams(ms)) == N and len(ms) == 2 * N, 15)
+    # The slot's messages, its session start and its holder's schedule.
+    assert a.wait_for(lambda ms: len(telegrams(ms)) == N and len(ms) == 2 * N + 2, 15)
     assert pub.flush(10)
-    public = {"p1/rig-a/status", "p1/rig-a/variants", "p1/rig-a/health/v5"}
+    public = {"p1/rig-a/status", "p1/rig-a/variants", "p1/rig-a/health/v5", "p1/rig-a/calendar"}
     assert b.wait_for(lambda ms: public <= {m.topic for m in ms}, 10)
     time.sleep(0.5)  # let anything misrouted arrive before looking
 
     got_a = a.snapshot()
     assert sorted(m.topic for m in got_a) == sorted(
-        ["p1/rig-a/slot/acme/v5/telegram"] * N + ["p1/rig-a/slot/acme/v5/raw"] * N
+        ["p1/rig-a/slot/acme/v5/telegram"] * N
+        + ["p1/rig-a/slot/acme/v5/raw"] * N
+        + ["p1/rig-a/slot/acme/session", "p1/rig-a/slot/acme/schedule"]
     )
     assert [g.payload["objects"]["1-0:1.8.1"]["value"] for g in telegrams(got_a)] == [
         make_telegram(i).objects["1-0:1.8.1"]["value"] for i in range(N)

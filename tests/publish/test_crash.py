@@ -103,7 +103,7 @@ def test_kill_9_with_a_spooled_backlog_then_restart_delivers_it(broker, probe, t
     total = count * len(VARIANTS)
     assert first.wait(
         lambda d: (
-            d.status.get("spooled") == 2 * total
+            d.status.get("spooled") == 2 * total + 1  # and the session's start
             and d.status.get("pending") == 0
             and len(d.subs) == total
         ),
@@ -112,7 +112,8 @@ def test_kill_9_with_a_spooled_backlog_then_restart_delivers_it(broker, probe, t
     assert first.status["published"] == 0 and not first.status["connected"]
     first.kill9()
     backlog = spooled_rows(spool_dir)
-    assert len(backlog) == 2 * total
+    assert len(backlog) == 2 * total + 1
+    assert backlog[0][2] == "session"  # the start, before the first telegram
     broker.start()
     assert wait_until(lambda: tester.connects >= 2, 20)
     second = Driver(

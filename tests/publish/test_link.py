@@ -189,18 +189,24 @@ def test_without_a_broker_everything_waits_in_the_spool(spool_dir: Path) -> None
     pub.submit_invalid("v5", b"/X\r\n!0000\r\n", "CRC mismatch", 0, time.time_ns())
     assert pub.commit_now(5)
     st = pub.status()
-    assert (st.spooled, st.outstanding, st.counters.published) == (41, 41, 0)
+    # 20 telegrams (telegram + raw), 1 invalid, and the session's start.
+    assert (st.spooled, st.outstanding, st.counters.published) == (42, 42, 0)
     stopper = threading.Thread(target=pub.stop, kwargs={"timeout": 2})
     stopper.start()
     stopper.join(6)  # stop(timeout=2) must honour its deadline, with room for a slow machine
     assert not stopper.is_alive(), "stop() did not return"
     pub = Publisher(settings(spool_dir, None, port=port), all_day("acme"))
     pub.start()
-    assert pub.status().outstanding == 41
+    assert pub.status().outstanding == 42
     pub.submit_telegram("v5", make_telegram(99), 0, time.time_ns())
     pub.stop(timeout=1)
     db = sqlite3.connect(spool_dir / "spool.sqlite3")
-    seqs = [s for (s,) in db.execute("SELECT seq FROM spool WHERE kind != 'raw' ORDER BY id")]
+    seqs = [
+        s
+        for (s,) in db.execute(
+            "SELECT seq FROM spool WHERE kind IN ('telegram', 'invalid') ORDER BY id"
+        )
+    ]
     invalid = db.execute("SELECT topic, payload FROM spool WHERE kind = 'invalid'").fetchone()
     db.close()
     assert seqs[:21] == list(range(1, 22)) and seqs[21] > 21 and len(seqs) == 22
@@ -217,7 +223,8 @@ def test_full_spool_drops_oldest_and_counts(spool_dir: Path) -> None:
     assert pub.commit_now(5)
     st = pub.status()
     assert st.spooled_bytes <= 20_000 and st.counters.dropped_full > 0
-    assert st.spooled + st.counters.dropped_full == 100
+    # 50 telegrams (telegram + raw) and the session's start, which is never dropped.
+    assert st.spooled + st.counters.dropped_full == 101
     assert st.outstanding == st.spooled
     pub.stop(timeout=1)
 
@@ -277,7 +284,8 @@ def test_tls_with_the_configured_ca_and_a_refusal_with_another(tmp_path: Path) -
             time.sleep(1.0)
             assert [counter_of(g.payload) for g in telegrams(tester.snapshot())] == [1]
             assert good.status().connected and not bad.status().connected
-            assert bad.status().outstanding == 2 and bad.status().counters.published == 0
+            # telegram + raw, and the session's start
+            assert bad.status().outstanding == 3 and bad.status().counters.published == 0
         finally:
             good.stop(timeout=2)
             bad.stop(timeout=2)

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from gateway.publish.outbox import (
+    SESSION_KIND,
     CommitBatch,
     DeadLetter,
     Hold,
@@ -61,6 +62,7 @@ class Rig:
         self.lost: set[tuple[str, int]] = set()  # ... lost with a process (never committed)
         self.receive_maximum: int | None = None
         self.incarnation = 0
+        self.markers = 0
         self.outbox = self._restore()
 
     def _restore(self) -> Outbox:
@@ -100,8 +102,19 @@ class Rig:
                 self._send(step)
         return seq
 
+    def marker(self, holder: str = "acme") -> None:
+        """A session marker, as the publisher enqueues one (no variant, no seq)."""
+        self.markers += 1
+        topic = f"p1/rig/slot/{holder}/session"
+        payload = f"{self.incarnation}:marker:{self.markers}".encode()
+        step = self.outbox.enqueue("", 0, SESSION_KIND, topic, payload, 0, connected=self.up)
+        assert step is Hold.WAKE_WRITER, "a marker never goes before its commit"
+        self.expected.add((topic, -self.markers))
+
     def _send(self, msg: SpoolMessage) -> None:
         """Hand a message to the link, as the publisher does."""
+        if msg.kind == SESSION_KIND:
+            assert self.spool.get(msg.id) == msg, "a session marker went out before its commit"
         assert msg.seq <= self.reserved.get(msg.variant, 0), "a seq not durably reserved went out"
         assert msg.id > self.last_sent, "ids out of order within one connection"
         assert msg.id not in self.acked, "an acknowledged message went again"
@@ -110,8 +123,9 @@ class Rig:
         mid = next(self.mids)
         self.hurried += self.outbox.sent(msg, mid)
         self.wire.append((self.generation, mid, msg))
+        seq = -int(msg.payload.rsplit(b":", 1)[1]) if msg.kind == SESSION_KIND else msg.seq
         self.deliveries.append(
-            Delivery(self.incarnation, self.generation, msg.id, msg.topic, msg.seq, msg.payload)
+            Delivery(self.incarnation, self.generation, msg.id, msg.topic, seq, msg.payload)
         )
 
     def refill(self, *, writer: bool) -> list[Hold]:
@@ -150,7 +164,10 @@ class Rig:
             self.outbox.refuse(generation, mid, "not authorized", 0x87, 0)
         if msg is not None and counters.acked + counters.refused > acked + refused:
             (self.acked if ok else self.refused).add(msg.id)
-            self.answered.add((msg.topic, msg.seq))
+            seq = msg.seq
+            if msg.kind == SESSION_KIND:
+                seq = -int(msg.payload.rsplit(b":", 1)[1])
+            self.answered.add((msg.topic, seq))
         self.pump_control()
         self.refill(writer=False)
 
@@ -224,7 +241,11 @@ class Rig:
 
     def restart(self) -> None:
         """kill -9 and start again on the spool: what was not committed is gone."""
-        self.lost |= self.expected - self.answered - {(m.topic, m.seq) for m in self.spool.values()}
+        spooled = {
+            (m.topic, -int(m.payload.rsplit(b":", 1)[1]) if m.kind == SESSION_KIND else m.seq)
+            for m in self.spool.values()
+        }
+        self.lost |= self.expected - self.answered - spooled
         self.taken = None
         self.up = False
         self.events.clear()
@@ -467,7 +488,8 @@ def test_control_messages_wait_for_room_newest_payload_per_topic() -> None:
 
 
 def test_the_retained_state_goes_again_on_every_connect() -> None:
-    """On connect: the status first, then the catalogue, removals still waiting, the health."""
+    """On connect: the status first, then the catalogue, removals still waiting, the health,
+    the holders' schedules and the calendar."""
     rig = Rig()
     outbox = rig.outbox
     outbox.retain_catalogue("p1/rig/variants", b"cat")
@@ -477,6 +499,10 @@ def test_the_retained_state_goes_again_on_every_connect() -> None:
     outbox.put_control("p1/rig/health/v5", b"up")
     outbox.retain_health("p1/rig/health/v4", b"up")
     outbox.forget_health("p1/rig/health/v4")
+    assert outbox.retain_state("p1/rig/slot/acme/schedule", b"old")
+    assert outbox.retain_state("p1/rig/slot/acme/schedule", b"new")
+    assert not outbox.retain_state("p1/rig/slot/acme/schedule", b"new")  # unchanged
+    outbox.retain_state("p1/rig/calendar", b"busy")
     outbox.connect(1, windows=(3, 10), receive_maximum=None, status=("p1/rig/status", b"on"))
     sent = []
     while (item := outbox.next_control(connected=True)) is not None:
@@ -486,6 +512,8 @@ def test_the_retained_state_goes_again_on_every_connect() -> None:
         ("p1/rig/variants", b"cat"),
         ("p1/rig/health/gone", b""),
         ("p1/rig/health/v5", b"up"),
+        ("p1/rig/slot/acme/schedule", b"new"),
+        ("p1/rig/calendar", b"busy"),
     ]
 
 
@@ -626,6 +654,11 @@ class OutboxMachine(RuleBasedStateMachine):
         if trouble != "drop":
             self.rig.connect(receive_maximum)
 
+    @rule()
+    def marker(self) -> None:
+        """A session edge: its marker joins the queue."""
+        self.rig.marker()
+
     @rule(what=st.sampled_from(["commit now", "reject", "health"]))
     def other(self, what: str) -> None:
         """Someone asks for a commit now; a reception fails a local check; a port's health
@@ -661,7 +694,10 @@ class OutboxMachine(RuleBasedStateMachine):
                 assert first[key] == d.payload, f"{key} sent again with another payload"
                 continue
             first[key] = d.payload
-            assert d.seq > last.get(d.topic, 0), f"{key} after seq {last[d.topic]}"
+            if d.seq < 0:  # a session marker: numbered down, in order of their creation
+                assert d.seq < last.get(d.topic, 0), f"marker {key} after {last[d.topic]}"
+            else:
+                assert d.seq > last.get(d.topic, 0), f"{key} after seq {last[d.topic]}"
             last[d.topic] = d.seq
 
     def teardown(self) -> None:
@@ -686,3 +722,53 @@ def test_nothing_goes_out_before_the_first_connect(writer: bool) -> None:
     rig.commit()
     rig.submit()
     assert rig.refill(writer=writer) == [Hold.IDLE] and rig.deliveries == []
+
+
+def test_a_session_marker_goes_only_once_committed_and_what_follows_waits() -> None:
+    """A marker asks for a commit and goes after it; the messages behind it wait in order."""
+    rig = connected_rig()
+    rig.commit()
+    rig.submit()  # ids 1, 2: out at once
+    rig.marker()  # id 3
+    rig.submit()  # ids 4, 5: behind the marker
+    assert [d.id for d in rig.deliveries] == [1, 2] and rig.outbox.commit_requested
+    assert rig.refill(writer=False) == [Hold.IDLE]  # the commit is asked for already
+    while rig.wire:
+        rig.answer(0)
+    assert [d.id for d in rig.deliveries] == [1, 2]
+    rig.commit()
+    assert [d.id for d in rig.deliveries] == [1, 2, 3, 4, 5]
+
+
+def test_the_batch_bound_never_drops_a_session_marker() -> None:
+    """Commits failing, the batch over its bound: the oldest message that is not a marker."""
+    rig = Rig(max_pending=3)
+    rig.marker()  # id 1
+    rig.submit()  # ids 2, 3
+    rig.submit()  # ids 4, 5: 2 and 3 dropped
+    assert rig.outbox.pending == 3 and rig.outbox.counters.dropped_full == 2
+    rig.drain()
+    assert [d.id for d in rig.deliveries] == [1, 4, 5]
+
+
+def test_the_spools_drop_of_a_range_spares_its_markers() -> None:
+    """The spool drops a range of ids but the markers in it: a marker acknowledged meanwhile
+    counts as acknowledged, not as dropped, and nothing in flight of the range is waited for."""
+    rig = connected_rig()
+    rig.commit()
+    rig.submit(kinds=("telegram",))  # id 1, out at once
+    rig.marker()  # id 2
+    rig.submit(kinds=("telegram",))  # id 3, behind the marker
+    rig.commit()  # 2 and 3 go now: 1, 2, 3 in flight
+    rig.submit(kinds=("telegram",))  # id 4, waits for room
+    batch, snapshot = rig.outbox.take_commit()
+    rig.answer(1)  # the marker acknowledged while the commit is under way
+    for m in batch.inserts:
+        rig.spool[m.id] = m
+    rig.spool.pop(1)
+    rig.spool.pop(3)  # dropped by the size bound: 1 and 3, not the marker between them
+    rig.outbox.committed(snapshot, batch, dropped=2, dropped_ids=(1, 3))
+    assert rig.outbox.outstanding == 1 and rig.outbox.counters.dropped_full == 2
+    assert rig.outbox.inflight == 0
+    rig.drain()
+    assert [d.id for d in rig.deliveries] == [1, 2, 3, 4]

@@ -75,7 +75,7 @@ def test_rfc3339_utc_has_microseconds_and_z() -> None:
 
 
 def test_telegram_payload_has_the_contract_fields_in_order() -> None:
-    """{"rig","variant","seq","received_at","meter_time","spec","header","objects"}."""
+    """{"rig","variant","seq","received_at","meter_time","spec","header","objects","prev_seq"}."""
     t = make_telegram(42)
     data = pl.envelope("rig-a", "v5", 41873, 1_795_885_392_123_456_789, pl.telegram_body(t))
     parsed = json.loads(data, parse_float=Decimal)
@@ -88,7 +88,11 @@ def test_telegram_payload_has_the_contract_fields_in_order() -> None:
         "spec",
         "header",
         "objects",
+        "prev_seq",
     ]
+    assert parsed["prev_seq"] is None
+    chained = pl.envelope("rig-a", "v5", 41873, 0, pl.telegram_body(t), 41001)
+    assert json.loads(chained)["prev_seq"] == 41001 and chained.endswith(b',"prev_seq":41001}')
     assert parsed["seq"] == 41873 and parsed["received_at"] == "2026-11-28T17:03:12.123456Z"
     assert parsed["header"] == "ISk5\\2MT382-1000"
     assert parsed["objects"]["1-0:1.8.1"]["value"] == Decimal("42.426")

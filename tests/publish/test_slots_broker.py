@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 import time
@@ -18,7 +19,7 @@ from tests.publish.helpers import (
     settings,
     telegrams,
 )
-from tests.support.mosquitto import wait_until
+from tests.support.mosquitto import Received, wait_until
 
 NS = 1_000_000_000
 MS = 1_000_000
@@ -108,10 +109,67 @@ def test_real_time_slots_of_two_seconds(broker, probe, publisher, spool_dir: Pat
     assert [counter_of(g.payload) for g in telegrams(a.snapshot())] == want_a
     assert [counter_of(g.payload) for g in telegrams(b.snapshot())] == want_b
     assert len(want_a) > 20 and len(want_b) > 20
+    # Each holder's stream is bracketed by its session markers (bravo's end: the lag after).
+    assert b.wait_for(lambda ms: stream(ms)[-1:] == ["end"], 10)
+    assert stream(a.snapshot()) == ["start"] + ["telegram"] * len(want_a) + ["end"]
+    assert stream(b.snapshot()) == ["start"] + ["telegram"] * len(want_b) + ["end"]
     print(
         f"\nreal-time slots: submitted {len(walls)}; acme {len(want_a)}/{len(want_a)}, "
         f"bravo {len(want_b)}/{len(want_b)}, crossed 0"
     )
+
+
+def stream(messages: list[Received]) -> list[str]:
+    """The kinds of a holder's telegram and session messages, in arrival order: session
+    messages by their event."""
+    out = []
+    for m in messages:
+        kind = m.topic.rsplit("/", 1)[1]
+        if kind == "session":
+            out.append(json.loads(m.payload)["event"])
+        elif kind == "telegram":
+            out.append(kind)
+    return out
+
+
+def test_a_backlog_across_a_handover_is_bracketed_after_an_outage(
+    broker, probe, publisher, spool_dir: Path
+) -> None:
+    """Broker down through acme's end and bravo's start: after it returns each tester gets
+    its backlog bracketed, acme's end after acme's last telegram."""
+    now = time.time_ns()
+    handover = datetime.fromtimestamp(now // NS, UTC) + timedelta(seconds=1)
+    sched = schedule(
+        ("acme", handover - timedelta(hours=1), handover),
+        ("bravo", handover, handover + timedelta(hours=1)),
+    )
+    a = probe("acme", ["p1/rig-a/slot/acme/#"], client_id="acme-backlog", persistent=True)
+    b = probe("bravo", ["p1/rig-a/slot/bravo/#"], client_id="bravo-backlog", persistent=True)
+    pub = publisher(settings(spool_dir, broker), sched)
+    assert wait_until(lambda: pub.status().connected, 10)
+    broker.terminate()
+    assert wait_until(lambda: not pub.status().connected, 10)
+    base = datetime_to_ns(handover)
+    walls = [base + k * 200 * MS for k in range(-5, 5)]  # 5 before the handover, 5 after
+    for n, wall in enumerate(walls):
+        assert pub.submit_telegram("v5", make_telegram(n), 0, wall) is SubmitOutcome.ROUTED
+
+    # acme's end comes by the clock, the end lag after the handover: still without a broker.
+    def spooled_events() -> list[str]:
+        db = sqlite3.connect(spool_dir / "spool.sqlite3")
+        try:
+            rows = db.execute("SELECT payload FROM spool WHERE kind = 'session' ORDER BY id")
+            return [json.loads(p)["event"] for (p,) in rows]
+        finally:
+            db.close()
+
+    assert wait_until(lambda: spooled_events()[-1:] == ["end"], 10), pub.status()
+    broker.start()
+    assert a.wait_for(lambda ms: stream(ms)[-1:] == ["end"], 20)
+    assert b.wait_for(lambda ms: len(telegrams(ms)) == 5, 20)
+    assert stream(a.snapshot()) == ["start"] + ["telegram"] * 5 + ["end"]
+    assert stream(b.snapshot()) == ["start"] + ["telegram"] * 5
+    assert [counter_of(g.payload) for g in telegrams(b.snapshot())] == [5, 6, 7, 8, 9]
 
 
 def test_refused_and_locally_failing_messages_are_set_aside(
@@ -148,7 +206,8 @@ def test_refused_and_locally_failing_messages_are_set_aside(
     got = [counter_of(g.payload) for g in telegrams(a.snapshot())]
     assert got == sent_acme
     st = pub.status()
-    assert st.counters.refused == 20  # 10 banned telegrams x (telegram + raw)
+    # 10 banned telegrams x (telegram + raw), and the banned holder's session start
+    assert st.counters.refused == 21
     assert st.counters.rejected_local == 15
     assert st.outstanding == 0
     assert pub.commit_now(5)
@@ -156,7 +215,7 @@ def test_refused_and_locally_failing_messages_are_set_aside(
     rows = db.execute("SELECT reason, reason_code, topic FROM dead").fetchall()
     db.close()
     refused = [r for r in rows if r[1] == 0x87]
-    assert len(refused) == 20 and all("/slot/banned/" in r[2] for r in refused)
+    assert len(refused) == 21 and all("/slot/banned/" in r[2] for r in refused)
     assert len([r for r in rows if r[1] is None]) == 15
     print(
         f"\nrefused: sent {len(sent_acme)} to acme, received {len(got)}; "

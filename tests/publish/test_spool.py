@@ -14,6 +14,8 @@ import pytest
 
 from gateway.errors import SpoolError
 from gateway.publish import Publisher
+from gateway.publish.outbox import SESSION_KIND
+from gateway.publish.sessions import Announced, ChainLink, EdgeState, Session
 from gateway.publish.spool import (
     CACHE_KIB,
     CommitBatch,
@@ -290,3 +292,87 @@ def test_a_spool_read_stuck_in_sqlite_holds_up_no_reader_and_not_stop(
     assert "status returned: True" in out, out
     assert "stop returned: True" in out, out
     assert "last error: the spool writer did not stop" in out, out
+
+
+# --- schema 2: prev_seq, the session state, the clean-stop mark ------------------------------
+
+_SCHEMA_1 = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE spool (
+    id INTEGER PRIMARY KEY, variant TEXT NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL,
+    topic TEXT NOT NULL, payload BLOB NOT NULL, qos INTEGER NOT NULL, size INTEGER NOT NULL,
+    received_ns INTEGER NOT NULL
+);
+CREATE TABLE dead (
+    id INTEGER PRIMARY KEY, variant TEXT NOT NULL, seq INTEGER, kind TEXT NOT NULL,
+    topic TEXT, payload BLOB NOT NULL, reason TEXT NOT NULL, reason_code INTEGER,
+    at_ns INTEGER NOT NULL
+);
+CREATE TABLE seq (variant TEXT PRIMARY KEY, reserved INTEGER NOT NULL);
+INSERT INTO meta VALUES ('schema', '1');
+INSERT INTO spool VALUES (7, 'v5', 41, 'raw', 't', x'2f58', 1, 3, 5);
+INSERT INTO seq VALUES ('v5', 1000);
+"""
+
+
+def test_a_schema_1_spool_is_migrated_and_its_rows_start_no_chain(tmp_path: Path) -> None:
+    """A spool from before prev_seq: its rows are read back without one, state empty."""
+    path = tmp_path / "s.sqlite3"
+    db = sqlite3.connect(path)
+    db.executescript(_SCHEMA_1)
+    db.close()
+    s = Spool(path, max_bytes=10**6).open()
+    assert s.read_from(0, 10) == [SpoolMessage(7, "v5", 41, "raw", "t", b"/X", 1, 5, None)]
+    assert s.edge_state() == EdgeState()
+    assert s.seq_reservations() == {"v5": 1000} and not s.unclean
+    assert s.db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()[0] == "2"
+    s.commit(CommitBatch(inserts=[SpoolMessage(8, "v5", 42, "raw", "t", b"/Y", 1, 6, 41)]))
+    assert [m.prev_seq for m in s.read_from(0, 10)] == [None, 41]
+    s.close()
+
+
+def test_the_session_state_is_written_with_the_commit_and_read_back(tmp_path: Path) -> None:
+    """Open sessions, chains, the next session id and the announced schedules round-trip."""
+    state = EdgeState(
+        sessions=(Session(3, "acme", 10, 20), Session(4, "bravo", 20, 30, gap=True)),
+        chains=(ChainLink("acme", "v5", 3, 41), ChainLink("bravo", "v4", 4, 7)),
+        next_session=5,
+        announced=(Announced("acme", ((10, 20), (40, 50)), 9),),
+    )
+    s = Spool(tmp_path / "s.sqlite3", max_bytes=10**6).open()
+    s.commit(CommitBatch(inserts=[msg(1)], edges=state))
+    s.close()
+    s = Spool(tmp_path / "s.sqlite3", max_bytes=10**6).open()
+    got = s.edge_state()
+    assert got.sessions == state.sessions and got.next_session == 5
+    assert sorted(got.chains, key=str) == sorted(state.chains, key=str)
+    assert got.announced == state.announced
+    s.commit(CommitBatch(edges=EdgeState(next_session=6)))  # replaced whole
+    assert s.edge_state() == EdgeState(next_session=6)
+    s.close()
+
+
+def test_a_run_not_marked_clean_is_seen_as_unclean_by_the_next(tmp_path: Path) -> None:
+    """open() marks the spool running; only mark_clean() clears it (kill -9 never does)."""
+    path = tmp_path / "s.sqlite3"
+    s = Spool(path, max_bytes=10**6).open()
+    assert not s.unclean
+    s.close()  # as if killed: never marked clean
+    s = Spool(path, max_bytes=10**6).open()
+    assert s.unclean
+    s.mark_clean()
+    s.close()
+    s = Spool(path, max_bytes=10**6).open()
+    assert not s.unclean
+    s.close()
+
+
+def test_the_size_bound_never_drops_a_session_marker(tmp_path: Path) -> None:
+    """Over the bound, the oldest rows go, but not the markers among them."""
+    s = Spool(tmp_path / "s.sqlite3", max_bytes=35).open()
+    marker = SpoolMessage(2, "", 0, SESSION_KIND, "m", b"x" * 9, 1, 2)
+    result = s.commit(CommitBatch(inserts=[msg(1), marker, msg(3), msg(4), msg(5)]))
+    assert [m.id for m in s.read_from(0, 10)] == [2, 4, 5]
+    assert (result.dropped, result.dropped_ids) == (2, (1, 3))
+    assert (s.count, s.bytes) == (3, 32)
+    s.close()

@@ -3,11 +3,14 @@
 Promise (docs/reliability.md, "Gateway faults"): everything the spool had committed is
 delivered after the restart, byte for byte with its original seq; a kill loses only what the
 gateway read after its last completed group commit (one `spool.batch_interval`, plus the commit
-in progress), and of course what the meters sent while no gateway was running.
+in progress), and of course what the meters sent while no gateway was running. And the tester
+can tell (docs/testers.md): after each kill, the first telegram of each chain carries the gap
+value as its prev_seq, and no session `start` is repeated.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import random
@@ -18,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from gateway.publish.sessions import GAP_SEQ
 from tests.reliability.harness import (
     FaultHarness,
     Ledger,
@@ -28,7 +32,7 @@ from tests.reliability.harness import (
     spooled_rows,
     wait_flowing,
 )
-from tests.support.mosquitto import wait_until
+from tests.support.mosquitto import Received, wait_until
 
 RATE_HZ = 5.0
 BATCH_S = 1.0  # the shipped default of spool.batch_interval
@@ -56,6 +60,21 @@ def wait_commit(spool: Path, timeout: float = 15.0) -> float:
     before = signature()
     assert wait_until(lambda: signature() != before, timeout, 0.002), "no commit seen"
     return time.monotonic()
+
+
+def gap_marks(messages: list[Received]) -> tuple[dict[str, int], int]:
+    """Per variant, the distinct telegrams whose prev_seq is the gap value; and how many
+    session starts arrived."""
+    gaps: dict[str, set[int]] = {}
+    starts = 0
+    for m in messages:
+        if m.topic.endswith("/session"):
+            starts += json.loads(m.payload)["event"] == "start"
+        elif m.topic.endswith("/telegram"):
+            data = json.loads(m.payload)
+            if data["prev_seq"] == GAP_SEQ:
+                gaps.setdefault(data["variant"], set()).add(data["seq"])
+    return {v: len(s) for v, s in gaps.items()}, starts
 
 
 def kill_cycles(cycles: int, backlog_s: float, *, meters: int = 3) -> dict[str, Any]:
@@ -147,6 +166,9 @@ def kill_cycles(cycles: int, backlog_s: float, *, meters: int = 3) -> dict[str, 
             assert acc["foreign"] == 0 and not acc["conflicts"], (v, acc)
             assert ledger.seq_follows_telegrams(v), f"{v}: a seq was reused after a restart"
             assert ledger.telegram_twins_complete(v)
+        gaps, starts = gap_marks(tester.snapshot())
+        assert gaps == {v: cycles for v in h.variants}, gaps  # one break per chain per kill
+        assert starts <= 1, "a session start was repeated after a kill"
         for run in runs:
             for v, tail in run["uncommitted_tail"].items():
                 assert tail <= run["tail_bound"], f"{v}: lost {tail} > one batch interval"
@@ -163,6 +185,7 @@ def kill_cycles(cycles: int, backlog_s: float, *, meters: int = 3) -> dict[str, 
             "duplicates": sum(a["raw_duplicates"] for a in accounts.values()),
             "lost": sum(a["lost"] for a in accounts.values()),
             "lost_in_kill_windows": sum(len(e) for e in excused.values()),
+            "chains_marked_broken_per_kill": {v: n // cycles for v, n in gaps.items()},
         }
 
 
