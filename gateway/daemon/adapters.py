@@ -72,7 +72,15 @@ def publisher_settings(cfg: GatewayConfig) -> PublisherSettings:
             batch_interval=cfg.spool.batch_interval,
         ),
         require_sync=cfg.clock.require_sync,
+        end_lag=end_lag(cfg),
     )
+
+
+def end_lag(cfg: GatewayConfig) -> float:
+    """How long after a slot's end its `end` marker waits: 2 s, or longer when a variant's
+    frame may be judged cut only later (its quiet-line limit, plus the reader's 1 s tick)."""
+    quiet = [port_config(v, cfg.framing).truncate_after_s for v in cfg.variants]
+    return max([2.0, *(q + 1.5 for q in quiet)])
 
 
 def catalogue_of(cfg: GatewayConfig) -> list[dict[str, Any]]:

@@ -13,6 +13,7 @@ import gateway.daemon.service as service
 from gateway.config import GatewayConfig, load_config
 from gateway.daemon.adapters import (
     catalogue_of,
+    end_lag,
     port_config,
     port_configs,
     restart_only_changes,
@@ -35,6 +36,13 @@ def write(tmp_path: Path, mqtt_port: int = 1883, spec: str = "V5", extra: str = 
 def slot(holder: str, start: datetime, end: datetime) -> str:
     """A `[[slot]]` table."""
     return f'[[slot]]\nholder = "{holder}"\nstart = {start.isoformat()}\nend = {end.isoformat()}\n'
+
+
+def test_a_slot_end_waits_for_frames_judged_cut_later(tmp_path: Path) -> None:
+    """The `end` marker waits past a variant's quiet-line limit plus the reader's tick."""
+    assert end_lag(load_config(write(tmp_path))) == 2.5
+    slow = '[[variant]]\nid = "m2"\nport = "/dev/ttyUSB1"\ntruncate_after_s = 10\n'
+    assert end_lag(load_config(write(tmp_path, extra=slow))) == 11.5
 
 
 def test_reload_names_settings_that_need_a_restart(tmp_path: Path) -> None:
