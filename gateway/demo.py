@@ -32,7 +32,8 @@ from gateway.sim.rig import VirtualRig
 
 RIG = "demo-rig"
 TESTER = "demo-tester"
-PASSWORDS = {RIG: "rig-secret", TESTER: "tester-secret"}
+RIVAL = "demo-rival"
+PASSWORDS = {RIG: "rig-secret", TESTER: "tester-secret", RIVAL: "rival-secret"}
 
 #: The readings the demo prints of each telegram, when present (OBIS code: short label).
 HIGHLIGHTS = {
@@ -100,8 +101,22 @@ def gateway_command() -> str:
     return f"{sys.executable} -m gateway"
 
 
-def run_demo(seconds: float | None, keep: bool, out: Callable[[str], None] = print) -> int:
-    """Run the whole demo; until Ctrl-C, or for `seconds` when given. Exit code."""
+def crossed(probe: MqttProbe) -> list[str]:
+    """The slot topics a tester without a slot received (none: nothing crosses)."""
+    return sorted({m.topic for m in probe.snapshot() if "/slot/" in m.topic})
+
+
+def run_demo(
+    seconds: float | None,
+    keep: bool,
+    out: Callable[[str], None] = print,
+    *,
+    rival: bool = False,
+) -> int:
+    """Run the whole demo; until Ctrl-C, or for `seconds` when given. Exit code.
+
+    `rival`: a second tester, without a slot, subscribes to everything (`p1/#`) beside the
+    first, and the demo shows that none of the slot's messages reach it."""
     base = Path(tempfile.mkdtemp(prefix="p1-gateway-demo-"))
     stop = threading.Event()
 
@@ -114,6 +129,7 @@ def run_demo(seconds: float | None, keep: bool, out: Callable[[str], None] = pri
     rig = VirtualRig(DEFAULT_RIG, link_dir=base / "ports")
     daemon: subprocess.Popen[bytes] | None = None
     probe: MqttProbe | None = None
+    rival_probe: MqttProbe | None = None
     try:
         out(f"demo: working folder {base}")
         broker.start()
@@ -150,6 +166,12 @@ def run_demo(seconds: float | None, keep: bool, out: Callable[[str], None] = pri
             f"  mosquitto_sub -h {broker.host} -p {broker.port} -u {TESTER} "
             f"-P {PASSWORDS[TESTER]} -t '{topic}' -v"
         )
+        if rival:
+            rival_probe = MqttProbe(broker, RIVAL, PASSWORDS[RIVAL], ["p1/#"]).start()
+            out(
+                f"demo: rival tester '{RIVAL}' (password {PASSWORDS[RIVAL]}, no slot) "
+                "subscribed to p1/#: it may read the rig's public state, never the slot"
+            )
         out(f"demo: tester '{TESTER}' subscribed to {topic}; telegrams follow (Ctrl-C stops)\n")
         view = TesterView(out)
         deadline = None if seconds is None else time.monotonic() + seconds
@@ -163,10 +185,18 @@ def run_demo(seconds: float | None, keep: bool, out: Callable[[str], None] = pri
             stop.wait(0.2)
         view.drain(probe)
         out(f"\ndemo: {view.count} telegrams shown; stopping")
+        if rival_probe is not None:
+            leaked = crossed(rival_probe)
+            public = len(rival_probe.snapshot())
+            if leaked:
+                out(f"demo: the rival received slot messages: {', '.join(leaked)}")
+                return 1
+            out(f"demo: the rival received {public} public messages and none of the slot's")
         return 0 if view.count else 1
     finally:
-        if probe is not None:
-            probe.stop()
+        for client in (probe, rival_probe):
+            if client is not None:
+                client.stop()
         if daemon is not None and daemon.poll() is None:
             daemon.send_signal(signal.SIGTERM)
             try:
@@ -186,12 +216,17 @@ def run_demo(seconds: float | None, keep: bool, out: Callable[[str], None] = pri
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m gateway.demo [--seconds N] [--keep]`."""
+    """`python -m gateway.demo [--seconds N] [--keep] [--rival]`."""
     parser = argparse.ArgumentParser(prog="scripts/demo", description=__doc__)
     parser.add_argument("--seconds", type=float, help="stop after this long (default: Ctrl-C)")
     parser.add_argument("--keep", action="store_true", help="keep the working folder")
+    parser.add_argument(
+        "--rival",
+        action="store_true",
+        help="a second tester, without a slot, subscribed to p1/#: nothing of the slot reaches it",
+    )
     args = parser.parse_args(argv)
-    return run_demo(args.seconds, args.keep)
+    return run_demo(args.seconds, args.keep, rival=args.rival)
 
 
 if __name__ == "__main__":

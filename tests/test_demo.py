@@ -33,3 +33,17 @@ def test_demo_prints_decoded_telegrams_of_every_fast_meter() -> None:
     cleaned = next(line for line in out.stdout.splitlines() if "cleaned up:" in line)
     assert "gateway, virtual rig and broker stopped" in cleaned and folder in cleaned
     assert not Path(folder).exists()
+
+
+def test_demo_rival_receives_nothing_of_the_slot() -> None:
+    """With --rival, a second tester subscribed to p1/# gets public state and no slot message."""
+    out = subprocess.run(
+        [sys.executable, "-m", "gateway.demo", "--seconds", "8", "--rival"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    verdict = next(line for line in out.stdout.splitlines() if "the rival received" in line)
+    assert "none of the slot's" in verdict, verdict
+    assert int(verdict.split("received ")[1].split()[0]) > 0  # it did receive the public state
