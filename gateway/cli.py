@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "simulate": ("gateway.sim.cli", "a virtual rig: pseudo-terminals emitting real telegrams"),
     "bench": ("gateway.bench.cli", "the project's benchmarks"),
     "status": ("gateway.daemon.status", "a live table of every port's health and the rig's state"),
+    "tap": ("gateway.tap.cli", "a rig's meter as a local TCP port or serial port (for testers)"),
 }
 
 

@@ -105,3 +105,10 @@ class SpoolError(GatewayError):
 
 class BrokerError(PublishError):
     """The MQTT connection failed or the broker refused us."""
+
+
+# --- The tester's tap ---------------------------------------------------------------------
+
+
+class TapError(GatewayError):
+    """`p1-gateway tap` cannot serve: a local port or pty it cannot make, a bad argument."""
