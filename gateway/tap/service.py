@@ -313,6 +313,8 @@ class Tap:
 
     def _event(self, event: TapEvent) -> None:
         """A connection event from paho's thread."""
+        if self._stop:
+            return  # stopping (perhaps for a refusal just said): the rest is noise
         s = self.settings
         if isinstance(event, Connected):
             self.connects += 1
