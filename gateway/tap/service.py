@@ -400,9 +400,11 @@ class Tap:
                     output.close()
 
     def close(self) -> None:
-        """Disconnect, close every output and the wake-up pipe."""
+        """Disconnect, write what paho had already handed over, close every output."""
         if self.client is not None:
             self.client.stop()
+            if not self._outputs_closed:
+                self._take_inbox()  # acknowledged to the broker: written before leaving
         self._close_outputs()
         with contextlib.suppress(Exception):
             self._selector.close()
