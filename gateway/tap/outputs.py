@@ -127,6 +127,7 @@ class TcpFanout:
             )
             self.clients[sock.fileno()] = client
             self.accepted += 1
+            self.say(f"reader {client.peer} connected ({self.variant}, {self.name})")
             self.selector.register(sock, selectors.EVENT_READ, self._handler(client))
 
     def _on_client(self, client: _Client, mask: int) -> None:
@@ -163,6 +164,7 @@ class TcpFanout:
                     del self.clients[key]
         self.dropped += client.buffer.dropped
         self.closed_clients += 1
+        self.say(f"reader {client.peer} left ({self.variant}, {self.name})")
         with contextlib.suppress(OSError):
             client.sock.close()
 

@@ -139,6 +139,30 @@ def test_a_client_joins_at_the_next_frame_start(selector: selectors.BaseSelector
         fanout.close()
 
 
+def ipv6_loopback() -> bool:
+    """Can this machine listen on ::1?"""
+    try:
+        with socket.socket(socket.AF_INET6) as sock:
+            sock.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not ipv6_loopback(), reason="no IPv6 loopback here")
+def test_a_listener_on_an_ipv6_address(selector: selectors.BaseSelector) -> None:
+    """`--tcp V=[::1]:PORT` listens on IPv6."""
+    fanout = TcpFanout("v1", "::1", 0, selector)
+    try:
+        client = socket.create_connection(("::1", fanout.port))
+        assert pump(selector, lambda: len(fanout.clients) == 1)
+        fanout.write(b"/six!\r\n")
+        assert recv_all(client, 7) == b"/six!\r\n"
+        client.close()
+    finally:
+        fanout.close()
+
+
 def test_a_port_in_use_is_a_tap_error(selector: selectors.BaseSelector) -> None:
     """Listening where another listens fails with TapError naming the address."""
     fanout = TcpFanout("v1", "127.0.0.1", 0, selector)

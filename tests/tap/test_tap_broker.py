@@ -61,7 +61,7 @@ def test_nothing_is_written_twice_and_order_holds_across_a_broker_restart(
     port = free_port()
     tap = start_tap(taps, broker, tmp_path, ["--tcp", f"v1=127.0.0.1:{port}"], "tap")
     reader = StreamReader("127.0.0.1", port)
-    time.sleep(0.2)  # the listener has accepted the reader before the first frame
+    assert tap.said("reader 127.0.0.1:"), tap.log()  # accepted: it gets every frame from now
     rig = RigPublisher(broker)
     for n in (1, 2, 3, 4, 5):
         rig.publish("v1", n, frame(n))
@@ -127,7 +127,7 @@ def test_invalid_frames_go_out_with_their_exact_bytes_unless_valid_only(
     )
     every = StreamReader("127.0.0.1", every_port)
     valid = StreamReader("127.0.0.1", valid_port)
-    time.sleep(0.2)
+    assert all(tap.said("reader 127.0.0.1:") for tap in taps)
     bad = FLUVIUS[:-8] + b"\xff\x00" + FLUVIUS[-6:]  # high and NUL bytes survive as they are
     rig = RigPublisher(broker)
     rig.publish("v1", 1, FLUVIUS)
@@ -150,9 +150,9 @@ def test_line_rate_takes_a_telegram_at_least_its_wire_time(
     """With --line-rate 115200 the last byte comes no sooner than len/11520 s after the publish."""
     port = free_port()
     extra = ["--tcp", f"v1=127.0.0.1:{port}", "--line-rate", "115200"]
-    start_tap(taps, broker, tmp_path, extra, "paced")
+    tap = start_tap(taps, broker, tmp_path, extra, "paced")
     reader = StreamReader("127.0.0.1", port)
-    time.sleep(0.2)
+    assert tap.said("reader 127.0.0.1:")
     rig = RigPublisher(broker)
     sent = time.monotonic()
     rig.publish("v1", 1, FLUVIUS)
@@ -178,3 +178,27 @@ def test_refused_credentials_exit_non_zero_and_say_so(
     taps.append(tap)
     assert tap.proc.wait(15) == 3
     assert "the broker refused the credentials of user acme" in tap.log(), tap.log()
+
+
+def test_the_tap_speaks_tls_to_the_broker(taps: list[TapProcess], tmp_path: Path) -> None:
+    """With --tls-ca-file the tap connects over TLS, checking the broker against that CA."""
+    with MosquittoBroker(PASSWORDS, rigs=("rig-a",), tls=True) as broker:
+        assert broker.tls_port is not None
+        port = free_port()
+        args = tap_args(broker, tmp_path)
+        args[args.index("--port") + 1] = str(broker.tls_port)
+        tap = TapProcess(
+            tmp_path,
+            [*args, "--tls-ca-file", str(broker.ca_file), "--tcp", f"v1=127.0.0.1:{port}"],
+            "tls",
+        )
+        taps.append(tap)
+        assert tap.said("subscribed"), tap.log()
+        reader = StreamReader("127.0.0.1", port)
+        assert tap.said("reader 127.0.0.1:")
+        rig = RigPublisher(broker)
+        rig.publish("v1", 1, FLUVIUS)
+        rig.close()
+        assert wait_until(lambda: reader.data == FLUVIUS, 10), tap.log()
+        assert tap.stop() == 0
+        reader.close()
