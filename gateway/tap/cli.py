@@ -5,8 +5,8 @@
                    [--valid-only] [--line-rate BAUD] [--client-id ID] [--topic-prefix p1]
 
 Exit codes: 0 after SIGINT or SIGTERM; 1 a fatal error (a port that cannot be listened on, a
-session taken over by another client); 2 bad arguments; 3 refused by the broker (credentials,
-subscriptions).
+broker that says another client took the session over); 2 bad arguments; 3 refused by the
+broker (credentials, subscriptions).
 """
 
 from __future__ import annotations

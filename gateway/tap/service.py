@@ -53,6 +53,12 @@ EXIT_REFUSED = 3
 #: How often the IO thread checks that paho's thread lives, in ns.
 WATCH_NS = 1_000_000_000
 
+#: A connection lost this soon after it was made is a flap; FLAPS of them in a row are what
+#: two clients with one client id look like (mosquitto 2.0 closes the older connection without
+#: a DISCONNECT saying "session taken over", so paho reports a plain connection loss).
+FLAP_NS = 5_000_000_000
+FLAPS = 3
+
 Observer = Callable[[Delivery, int, bool], None]
 
 
@@ -180,6 +186,8 @@ class Tap:
         self._unreachable = False
         self.client: TapClient | None = None
         self.connects = 0
+        self._connected_ns = 0
+        self._flaps = 0
 
     # --- set-up --------------------------------------------------------------------------
 
@@ -318,6 +326,7 @@ class Tap:
         s = self.settings
         if isinstance(event, Connected):
             self.connects += 1
+            self._connected_ns = time.monotonic_ns()
             self._unreachable = False
             session = "session resumed" if event.session_present else "new session"
             self.say(
@@ -357,12 +366,27 @@ class Tap:
                 )
             else:
                 self.say(f"connection to the broker lost ({event.reason}); reconnecting")
+                self._note_flap()
         elif isinstance(event, ConnectFailed):
             if not self._unreachable:
                 self._unreachable = True
                 self.say(f"cannot reach the broker at {s.host}:{s.port}; retrying")
         elif isinstance(event, CallbackFailed):
             self.say(f"an MQTT callback failed ({event.where}: {event.error}); going on")
+
+    def _note_flap(self) -> None:
+        """Count connections lost right after they were made; warn at FLAPS in a row."""
+        if time.monotonic_ns() - self._connected_ns < FLAP_NS:
+            self._flaps += 1
+        else:
+            self._flaps = 0
+        if self._flaps == FLAPS:
+            self.say(
+                f"the broker closed the last {FLAPS} connections right after each connect: if "
+                f"another tap or client uses client id {self.client_id}, the two take the "
+                "session from each other (and each gets part of the messages); give each its "
+                "own --client-id"
+            )
 
     # --- the end -------------------------------------------------------------------------
 

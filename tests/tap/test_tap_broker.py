@@ -202,3 +202,16 @@ def test_the_tap_speaks_tls_to_the_broker(taps: list[TapProcess], tmp_path: Path
         assert wait_until(lambda: reader.data == FLUVIUS, 10), tap.log()
         assert tap.stop() == 0
         reader.close()
+
+
+def test_two_taps_with_one_client_id_are_told_so(
+    broker: MosquittoBroker, taps: list[TapProcess], tmp_path: Path
+) -> None:
+    """Two taps on one session take it from each other: they say so, and go on."""
+    same = ["--client-id", "acme-lab-1"]
+    first = start_tap(taps, broker, tmp_path, [*same, "--tcp", "v1=127.0.0.1:0"], "first")
+    second = start_tap(taps, broker, tmp_path, [*same, "--tcp", "v1=127.0.0.1:0"], "second")
+    warned = "another tap or client uses client id acme-lab-1"
+    assert wait_until(lambda: warned in first.log() + second.log(), 20), first.log()
+    assert first.stop(signal.SIGINT) == 0
+    assert second.stop() == 0
