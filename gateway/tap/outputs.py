@@ -132,6 +132,8 @@ class TcpFanout:
 
     def _on_client(self, client: _Client, mask: int) -> None:
         """A client is readable (input to ignore, or its end) or writable (its backlog)."""
+        if client.sock.fileno() < 0:
+            return  # dropped earlier in the same round of events
         try:
             if mask & selectors.EVENT_READ:
                 data = client.sock.recv(_DISCARD_SIZE)
