@@ -16,8 +16,9 @@ QoS 1, with the `seq` and `variant` user properties, the variants staggered even
 period. The first `--settle` seconds are not measured.
 
 The floor (`--skip-floor` leaves it out): a paho subscriber whose `on_message` itself writes
-each payload to its variant's TCP client (blocking `sendall`), no hand-off, no dedupe, no
-buffers, timed the same way: what a tap that did nothing but write would show on this machine.
+each payload to its variant's output, the same kinds as the tap's (a TCP client with a blocking
+`sendall`, or a pty master with a blocking `os.write`), no hand-off, no dedupe, no buffers,
+timed the same way: what a tap that did nothing but write would show on this machine, now.
 """
 
 from __future__ import annotations
@@ -137,7 +138,7 @@ def run_tap_side(args: argparse.Namespace, broker: Any, folder: Path) -> Share:
     variants = variant_ids(args.ports)
     tcp, pty = [], []
     for n, variant in enumerate(variants):
-        if args.outputs == "tcp" or (args.outputs == "mixed" and n % 2 == 0):
+        if uses_tcp(args.outputs, n):
             tcp.append(TcpSpec(variant, "127.0.0.1", 0))
         else:
             pty.append(PtySpec(variant, folder / f"p1-{variant}"))
@@ -198,15 +199,29 @@ def run_tap_side(args: argparse.Namespace, broker: Any, folder: Path) -> Share:
 
 
 class Floor:
-    """The floor: paho's on_message writes each payload to its variant's client itself."""
+    """The floor: paho's on_message writes each payload to its variant's output itself."""
 
-    def __init__(self, args: argparse.Namespace, broker: Any) -> None:
+    def __init__(self, args: argparse.Namespace, broker: Any, folder: Path) -> None:
         import paho.mqtt.client as mqtt
         from paho.mqtt.enums import CallbackAPIVersion
 
         self.variants = variant_ids(args.ports)
-        self.listeners = {v: socket.create_server(("127.0.0.1", 0)) for v in self.variants}
-        self.clients: dict[str, list[socket.socket]] = {v: [] for v in self.variants}
+        self.listeners: dict[str, socket.socket] = {}
+        self.masters: dict[str, int] = {}
+        self.links: dict[str, Path] = {}
+        for n, variant in enumerate(self.variants):
+            if uses_tcp(args.outputs, n):
+                self.listeners[variant] = socket.create_server(("127.0.0.1", 0))
+            else:
+                master, slave = os.openpty()
+                tty.setraw(slave)
+                link = folder / f"floor-{variant}"
+                link.unlink(missing_ok=True)
+                link.symlink_to(os.ttyname(slave))
+                os.close(slave)
+                self.masters[variant], self.links[variant] = master, link
+        self.writers: dict[str, list[Any]] = {v: [] for v in self.variants}
+        self.sockets: list[socket.socket] = []
         self.topics = {f"p1/{RIG}/slot/{HOLDER}/{v}/raw": v for v in self.variants}
         self.share = Share("floor")
         self.window = Window(args.settle)
@@ -225,26 +240,31 @@ class Floor:
         client.subscribe([(topic, 1) for topic in self.topics])
 
     def _on_message(self, _client: Any, _userdata: Any, message: Any) -> None:
-        """Write the payload to the variant's clients at once, and time it."""
+        """Write the payload to the variant's output at once (blocking), and time it."""
         received = time.monotonic_ns()
-        for sock in self.clients[self.topics[message.topic]]:
-            sock.sendall(message.payload)
+        for write in self.writers[self.topics[message.topic]]:
+            write(message.payload)
         done = time.monotonic_ns()
         if self.window.open(received):
             self.share.samples.append(done - received)
 
     def run(self, args: argparse.Namespace) -> Share:
-        """Accept the driver's connections, serve until it is done."""
+        """Let the driver connect, serve until it is done."""
         targets = []
         for variant, listener in self.listeners.items():
             targets += ["--tcp", f"{variant}=127.0.0.1:{listener.getsockname()[1]}"]
+        for variant, link in self.links.items():
+            targets += ["--pty", f"{variant}={link}"]
         driver = start_driver(args, self.broker, targets)
         try:
             for variant, listener in self.listeners.items():
                 listener.settimeout(30)
                 sock, _ = listener.accept()
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                self.clients[variant].append(sock)
+                self.sockets.append(sock)
+                self.writers[variant].append(sock.sendall)
+            for variant, master in self.masters.items():
+                self.writers[variant].append(lambda data, fd=master: os.write(fd, data))
             self.client.connect(self.broker.host, self.broker.port, keepalive=30)
             self.client.loop_start()
             if not self.subscribed.wait(15):
@@ -259,14 +279,18 @@ class Floor:
             with contextlib.suppress(Exception):
                 self.client.disconnect()
             self.client.loop_stop()
-            for socks in self.clients.values():
-                for sock in socks:
-                    sock.close()
-            for listener in self.listeners.values():
-                listener.close()
+            for sock in [*self.sockets, *self.listeners.values()]:
+                sock.close()
+            for master in self.masters.values():
+                os.close(master)
             if driver.poll() is None:
                 driver.kill()
         return self.share
+
+
+def uses_tcp(outputs: str, n: int) -> bool:
+    """Does the variant at index `n` get a TCP listener (else a pty) under `--outputs`?"""
+    return outputs == "tcp" or (outputs == "mixed" and n % 2 == 0)
 
 
 # --- the driver (its own process) -----------------------------------------------------------
@@ -392,7 +416,7 @@ def main(args: argparse.Namespace) -> int:
     ):
         shares.append(run_tap_side(args, broker, Path(tmp)))
         if not args.skip_floor:
-            shares.append(Floor(args, broker).run(args))
+            shares.append(Floor(args, broker, Path(tmp)).run(args))
     rows = [share.figures() for share in shares]
     print(
         f"tap share: receipt in paho's on_message -> last byte written, {args.ports} variants x "
