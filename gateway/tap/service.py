@@ -370,7 +370,11 @@ class Tap:
         elif isinstance(event, ConnectFailed):
             if not self._unreachable:
                 self._unreachable = True
-                self.say(f"cannot reach the broker at {s.host}:{s.port}; retrying")
+                tls = " or its TLS handshake failed" if s.tls_ca_file is not None else ""
+                self.say(
+                    f"cannot connect to the broker at {s.host}:{s.port} (unreachable, "
+                    f"refused{tls}); retrying"
+                )
         elif isinstance(event, CallbackFailed):
             self.say(f"an MQTT callback failed ({event.where}: {event.error}); going on")
 

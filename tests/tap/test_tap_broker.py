@@ -215,3 +215,27 @@ def test_two_taps_with_one_client_id_are_told_so(
     assert wait_until(lambda: warned in first.log() + second.log(), 20), first.log()
     assert first.stop(signal.SIGINT) == 0
     assert second.stop() == 0
+
+
+def test_a_tap_started_before_the_broker_connects_once_it_is_there(
+    taps: list[TapProcess], tmp_path: Path
+) -> None:
+    """No broker yet: the tap says so and keeps trying; when the broker comes, it serves."""
+    broker = MosquittoBroker(PASSWORDS, rigs=("rig-a",))
+    try:
+        port = free_port()
+        tap = TapProcess(tmp_path, [*tap_args(broker, tmp_path), "--tcp", f"v1=127.0.0.1:{port}"])
+        taps.append(tap)
+        assert tap.said("cannot connect to the broker"), tap.log()
+        broker.start()
+        assert tap.said("subscribed"), tap.log()
+        reader = StreamReader("127.0.0.1", port)
+        assert tap.said("reader 127.0.0.1:")
+        rig = RigPublisher(broker)
+        rig.publish("v1", 1, frame(1))
+        rig.close()
+        assert wait_until(lambda: reader.data == frame(1), 10)
+        assert tap.stop() == 0
+        reader.close()
+    finally:
+        broker.close()
