@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("gateway.bench.cli", "the project's benchmarks"),
     "status": ("gateway.daemon.status", "a live table of every port's health and the rig's state"),
     "lab": ("gateway.lab.cli", "the lab: bookings, tester and rig accounts, rig schedules"),
+    "tap": ("gateway.tap.cli", "a rig's meter as a local TCP port or serial port (for testers)"),
 }
 
 

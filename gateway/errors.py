@@ -133,3 +133,10 @@ class DynsecError(LabBrokerError):
         super().__init__(f"dynamic security plugin: {command}: {error}")
         self.command = command
         self.error = error
+
+
+# --- The tester's tap ---------------------------------------------------------------------
+
+
+class TapError(GatewayError):
+    """`p1-gateway tap` cannot serve: a local port or pty it cannot make, a bad argument."""

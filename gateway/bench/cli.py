@@ -20,6 +20,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
         "gateway.bench.cold",
         "the same work's CPU right after its thread slept (why rig load costs more)",
     ),
+    "tap": ("gateway.bench.tap", "p1-gateway tap's own share of a telegram's way, at rig load"),
 }
 
 
