@@ -126,7 +126,8 @@ def test_invalid_payload_says_why_as_a_code_and_the_whole_length(code: str) -> N
     parsed = json.loads(pl.envelope("rig-a", "v5", 3, 0, body))
     assert parsed["reason_code"] == code and parsed["reason"] == f"{code}: why"
     assert parsed["length"] == (length or len(raw)) and parsed["raw"].encode("latin-1") == raw
-    assert list(parsed)[4:] == ["reason_code", "reason", "length", "raw_encoding", "raw"]
+    tail = ["reason_code", "reason", "length", "raw_encoding", "raw", "prev_seq"]
+    assert list(parsed)[4:] == tail
     with pytest.raises(PayloadError):
         pl.invalid_body(raw, "why", "short")
 
