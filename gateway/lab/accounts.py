@@ -224,6 +224,21 @@ class Accounts:
         self.link.command({"command": "setClientPassword", "username": name, "password": code})
         return code
 
+    def set_tester_enabled(self, name: str, enabled: bool) -> None:
+        """Enable tester `name`'s account, or disable it: the plugin then closes its live
+        sessions at once and refuses its next login. An account the broker lost stays lost
+        when disabling (nothing can log in); enabling it fails (`reset-code` makes it anew)."""
+        if not enabled and self.client(name) is None:
+            return
+        command = "enableClient" if enabled else "disableClient"
+        self.link.command({"command": command, "username": name})
+
+    def remove_tester(self, name: str) -> None:
+        """Delete tester `name`'s account (its live sessions are closed) and its role."""
+        if self.made_by_lab(name, TESTER_MARK):
+            self.link.command({"command": "deleteClient", "username": name})
+        self.delete_role(tester_role(name))
+
     def delete_role(self, rolename: str) -> None:
         """Delete a role if it exists."""
         (answer,) = self.link.commands({"command": "deleteRole", "rolename": rolename})

@@ -12,6 +12,7 @@ import sys
 from datetime import UTC, datetime
 
 from gateway.errors import ConfigError, LabBrokerError, LabRefusal, LabStoreError
+from gateway.lab import noticeboard
 from gateway.lab.commands import Lab
 from gateway.lab.settings import load_lab_settings
 
@@ -53,7 +54,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     rigs_add.add_argument("rig")
     rigs_sub.add_parser("list", help="each rig, its schedule's versions, connected or not")
 
-    testers = sub.add_parser("testers", help="testers: add, renew, reset-code")
+    testers = sub.add_parser(
+        "testers", help="testers: add, renew, reset-code, disable, enable, remove, list, expire"
+    )
     testers_sub = testers.add_subparsers(dest="testers_command", metavar="COMMAND", required=True)
     add = testers_sub.add_parser("add", help="a tester's account; prints its access code")
     add.add_argument("holder")
@@ -63,6 +66,22 @@ def configure(parser: argparse.ArgumentParser) -> None:
     renew.add_argument("--until", required=True)
     reset = testers_sub.add_parser("reset-code", help="a new access code, printed once")
     reset.add_argument("holder")
+    for verb, what in (
+        ("disable", "close its live sessions at once and refuse its logins"),
+        ("enable", "let a disabled tester log in again"),
+        ("remove", "delete its account, cancel its bookings not yet ended"),
+    ):
+        testers_sub.add_parser(verb, help=what).add_argument("holder")
+    testers_sub.add_parser("list", help="each tester, its agreement's end, enabled or not")
+    testers_sub.add_parser("expire", help="disable every tester whose agreement has ended")
+
+    notice = sub.add_parser("notice", help="notices to every tester: post, list")
+    notice_sub = notice.add_subparsers(dest="notice_command", metavar="COMMAND", required=True)
+    post = notice_sub.add_parser("post", help="post an operator's notice, retained")
+    post.add_argument("--rig", help="about this rig (p1/R/notice/ID); else lab-wide")
+    post.add_argument("--variant", help="about this variant of the rig")
+    post.add_argument("text")
+    notice_sub.add_parser("list", help="the notices the lab posted")
 
     sub.add_parser("audit", help="who changed what and when")
     sub.add_parser("publish", help="tell every rig not yet told its schedule")
@@ -91,8 +110,20 @@ def _run(lab: Lab, args: argparse.Namespace) -> None:
             lab.testers_add(args.holder, args.until)
         case "testers" if args.testers_command == "renew":
             lab.testers_renew(args.holder, args.until)
+        case "testers" if args.testers_command in ("disable", "enable"):
+            lab.testers_enable(args.holder, args.testers_command == "enable")
+        case "testers" if args.testers_command == "remove":
+            lab.testers_remove(args.holder)
+        case "testers" if args.testers_command == "list":
+            lab.testers_list()
+        case "testers" if args.testers_command == "expire":
+            lab.testers_expire()
         case "testers":
             lab.testers_reset_code(args.holder)
+        case "notice" if args.notice_command == "post":
+            noticeboard.post(lab, args.text, rig=args.rig, variant=args.variant)
+        case "notice":
+            noticeboard.listing(lab)
         case "audit":
             lab.audit()
         case "publish":

@@ -484,6 +484,86 @@ class Lab:
         self.say(f"tester {name}: a new access code (shown once; the old one no longer works):")
         self.say(code)
 
+    def testers_enable(self, name: str, enabled: bool) -> None:
+        """`lab testers enable|disable H`: a disabled tester's live sessions are closed at
+        once and its next login refused; an enabled one logs in again."""
+        verb = "enable" if enabled else "disable"
+        with self.store.read() as tx:
+            self._tester(tx, name)
+        accounts = Accounts(self.link(), self.prefix)
+        with self.store.write() as tx:
+            self._tester(tx, name)
+            accounts.set_tester_enabled(name, enabled)
+            tx.set_tester_enabled(name, enabled)
+            tx.audit(self.now, self.actor, f"testers {verb}", f"tester {name}", {})
+        self.say(f"tester {name} {verb}d")
+        self.tell_rigs()
+
+    def testers_remove(self, name: str) -> None:
+        """`lab testers remove H`: its account and role go, its bookings not yet ended are
+        cancelled (the rigs are told), and the name is free for a new tester."""
+        with self.store.read() as tx:
+            self._tester(tx, name)
+        accounts = Accounts(self.link(), self.prefix)
+        with self.store.write() as tx:
+            self._tester(tx, name)
+            coming = tx.bookings(holder=name, ending_after=self.now)
+            accounts.remove_tester(name)
+            for b in coming:
+                tx.cancel_booking(b.id, self.now)
+                tx.bump_version(b.rig)
+                detail = {"rig": b.rig, "holder": name, "start": self.show(b.start)}
+                tx.audit(
+                    self.now, self.actor, "cancel", f"booking {b.id}", {**detail, "why": "removed"}
+                )
+            tx.remove_tester(name, self.now)
+            tx.audit(
+                self.now,
+                self.actor,
+                "testers remove",
+                f"tester {name}",
+                {"cancelled": ",".join(str(b.id) for b in coming) or "-"},
+            )
+        self.say(f"tester {name} removed")
+        for b in coming:
+            self.say(f"cancelled {b.id} {b.rig} {self.show(b.start)} {self.show(b.end)}")
+        self.tell_rigs()
+
+    def testers_list(self) -> None:
+        """`lab testers list`: each tester, its agreement's end, enabled or not."""
+        with self.store.read() as tx:
+            testers = tx.testers()
+        rows = [[t.name, self.show(t.until), "yes" if t.enabled else "no"] for t in testers]
+        self.say(table(["TESTER", "UNTIL", "ENABLED"], rows))
+
+    def testers_expire(self) -> list[str]:
+        """`lab testers expire`: disable every enabled tester whose agreement has ended; their
+        names."""
+        with self.store.read() as tx:
+            names = rules.expired([t.rules for t in tx.testers()], self.now)
+        if not names:
+            self.say("no agreement has ended")
+            return []
+        accounts = Accounts(self.link(), self.prefix)
+        done = []
+        with self.store.write() as tx:
+            for t in tx.testers():
+                if t.name not in names or not t.enabled:
+                    continue
+                accounts.set_tester_enabled(t.name, False)
+                tx.set_tester_enabled(t.name, False)
+                tx.audit(
+                    self.now,
+                    self.actor,
+                    "testers expire",
+                    f"tester {t.name}",
+                    {"until": self.show(t.until)},
+                )
+                done.append(t.name)
+                self.say(f"tester {t.name} disabled: agreement ended {self.show(t.until)}")
+        self.tell_rigs()
+        return done
+
     def audit(self) -> None:
         """`lab audit`: who changed what and when, oldest first."""
         with self.store.read() as tx:

@@ -29,6 +29,8 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from gateway.errors import DynsecError, LabBrokerError
 
@@ -289,9 +291,16 @@ class AdminLink:
         with self._session.cond:
             return dict(self._session.retained)
 
-    def publish_retained(self, topic: str, payload: bytes) -> None:
-        """Publish a retained message with QoS 1 and wait until the broker has taken it."""
-        info = self._client_or_fail().publish(topic, payload, qos=1, retain=True)
+    def publish_retained(self, topic: str, payload: bytes, *, expiry: int | None = None) -> None:
+        """Publish a retained message with QoS 1 (and an MQTT 5 message expiry in seconds,
+        when given) and wait until the broker has taken it."""
+        properties = None
+        if expiry is not None:
+            properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            properties.MessageExpiryInterval = expiry
+        info = self._client_or_fail().publish(
+            topic, payload, qos=1, retain=True, properties=properties
+        )
         if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
             raise LabBrokerError(f"cannot publish {topic}: {info.rc}")
         mid = info.mid

@@ -316,3 +316,8 @@ def extend(
 def cancel(policy: Policy, booking: Booking, now: datetime) -> None:
     """A booking may be cancelled until it has ended (a running one is cut off at once)."""
     _not_ended(booking, now, policy.zone)
+
+
+def expired(testers: Iterable[Tester], now: datetime) -> list[str]:
+    """The names of the enabled testers whose agreement has ended by `now`, sorted."""
+    return sorted(t.name for t in testers if t.enabled and t.until <= now)

@@ -72,6 +72,19 @@ MIGRATIONS: tuple[str, ...] = (
         detail TEXT NOT NULL
     );
     """,
+    # 2: the notices the lab posted (what `lab notice list` shows).
+    """
+    CREATE TABLE notices (
+        id TEXT PRIMARY KEY,
+        at TEXT NOT NULL,
+        rig TEXT,
+        variant TEXT,
+        kind TEXT NOT NULL,
+        text TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        published_at TEXT
+    );
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -133,6 +146,19 @@ class BookingRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class NoticeRecord:
+    """A notice the lab posted, and when the broker took it (None: not yet)."""
+
+    id: str
+    at: datetime
+    rig: str | None
+    variant: str | None
+    kind: str
+    text: str
+    published_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
 class AuditEntry:
     """One line of the audit trail."""
 
@@ -185,6 +211,20 @@ class Tx:
         self._db.execute(
             "UPDATE testers SET until = ? WHERE name = ? AND removed_at IS NULL",
             (to_text(until), name),
+        )
+
+    def set_tester_enabled(self, name: str, enabled: bool) -> None:
+        """Enable or disable a current tester."""
+        self._db.execute(
+            "UPDATE testers SET enabled = ? WHERE name = ? AND removed_at IS NULL",
+            (int(enabled), name),
+        )
+
+    def remove_tester(self, name: str, at: datetime) -> None:
+        """Mark the current tester of that name removed (its row stays, for the audit)."""
+        self._db.execute(
+            "UPDATE testers SET removed_at = ?, enabled = 0 WHERE name = ? AND removed_at IS NULL",
+            (to_text(at), name),
         )
 
     # --- rigs ------------------------------------------------------------------------------
@@ -301,6 +341,47 @@ class Tx:
             "UPDATE bookings SET cancelled_at = ?, changed_at = ? WHERE id = ?",
             (to_text(at), to_text(at), ident),
         )
+
+    # --- notices ---------------------------------------------------------------------------
+
+    def add_notice(
+        self,
+        ident: str,
+        at: datetime,
+        rig: str | None,
+        variant: str | None,
+        kind: str,
+        text: str,
+        actor: str,
+    ) -> None:
+        """Record a notice, not yet published."""
+        self._db.execute(
+            "INSERT INTO notices (id, at, rig, variant, kind, text, actor) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (ident, to_text(at), rig, variant, kind, text, actor),
+        )
+
+    def set_notice_published(self, ident: str, at: datetime) -> None:
+        """The broker took the notice."""
+        self._db.execute("UPDATE notices SET published_at = ? WHERE id = ?", (to_text(at), ident))
+
+    def notices(self) -> list[NoticeRecord]:
+        """Every notice the lab posted, oldest first."""
+        rows = self._db.execute(
+            "SELECT id, at, rig, variant, kind, text, published_at FROM notices ORDER BY id"
+        )
+        return [
+            NoticeRecord(
+                r[0],
+                from_text(r[1]),
+                r[2],
+                r[3],
+                r[4],
+                r[5],
+                None if r[6] is None else from_text(r[6]),
+            )
+            for r in rows
+        ]
 
     # --- audit -----------------------------------------------------------------------------
 
