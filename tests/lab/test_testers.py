@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from datetime import UTC, datetime
+from pathlib import Path
 
 from gateway.devkit.central import CentralBroker
 from gateway.devkit.mosquitto import MqttProbe, wait_until
@@ -119,3 +120,17 @@ def test_remove_then_add_again_starts_clean(lab: Lab, central: CentralBroker) ->
     assert lab.ok("list", "--holder", "acme").out.splitlines()[1:] == []
     rows = lab.ok("testers", "list").out.splitlines()[1:]
     assert [r.split() for r in rows] == [["acme", f"{YEAR + 3}-01-01T00:00:00+01:00", "yes"]]
+
+
+def test_the_shipped_timer_runs_testers_expire_daily(lab: Lab, central: CentralBroker) -> None:
+    """The service's ExecStart is `p1-gateway lab --config ... testers expire` (the command
+    runs, on this lab's config), and its timer is daily and catches up a missed run."""
+    root = Path(__file__).resolve().parents[2] / "systemd"
+    service = (root / "p1-lab-expire.service").read_text()
+    timer = (root / "p1-lab-expire.timer").read_text()
+    (exec_start,) = [x for x in service.splitlines() if x.startswith("ExecStart=")]
+    argv = exec_start.removeprefix("ExecStart=").split()
+    assert argv[:4] == ["/usr/local/bin/p1-gateway", "lab", "--config", "/etc/p1-lab/lab.toml"]
+    assert lab.ok(*argv[4:]).out == "no agreement has ended\n"
+    assert "OnCalendar=*-*-* 00:05:00" in timer and "Persistent=true" in timer
+    assert "Type=oneshot" in service
