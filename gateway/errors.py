@@ -107,6 +107,10 @@ class BrokerError(PublishError):
     """The MQTT connection failed or the broker refused us."""
 
 
+class ScheduleStoreError(GatewayError):
+    """The schedule followed from the broker could not be kept on disk, or read back."""
+
+
 # --- The lab: reservations and accounts ---------------------------------------------------
 
 

@@ -265,6 +265,15 @@ def calendar_payload(rig: str, busy: Sequence[tuple[int, int]]) -> bytes:
     return encode_json_bytes({"rig": rig, "busy": _spans(busy)})
 
 
+def applied_payload(version: int | None, refused: str | None = None) -> bytes:
+    """The rig's answer to the lab's schedule: {"version"}, or {"version", "refused"} with the
+    reason (text UTF-8 cannot carry is escaped)."""
+    if refused is None:
+        return encode_json_bytes({"version": version})
+    reason = refused.encode("utf-8", "backslashreplace").decode("utf-8")
+    return encode_json_bytes({"version": version, "refused": reason})
+
+
 def status_payload(rig: str, state: str, **extra: Any) -> bytes:
     """The retained status: {"rig", "state", ...extra}; never a holder name."""
     return encode_json_bytes({"rig": rig, "state": state, **extra})

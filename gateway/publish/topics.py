@@ -80,6 +80,14 @@ class TopicBuilder:
         """`p1/R/calendar`: the rig's busy times without names, retained."""
         return f"{self.prefix}/{self.rig}/calendar"
 
+    def rig_schedule(self) -> str:
+        """`p1/R/schedule`: the rig's whole schedule as the lab publishes it, retained."""
+        return f"{self.prefix}/{self.rig}/schedule"
+
+    def schedule_applied(self) -> str:
+        """`p1/R/schedule/applied`: the rig's answer to the lab's schedule, retained."""
+        return f"{self.prefix}/{self.rig}/schedule/applied"
+
     def status(self) -> str:
         """`p1/R/status`: online/offline, retained; also the last will."""
         return f"{self.prefix}/{self.rig}/status"
