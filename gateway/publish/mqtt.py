@@ -22,6 +22,10 @@ on every send. `gateway.publish._paho` holds our fast paths for these (one large
 decoded with shared reason codes, user properties packed once): everything of ours that relies
 on paho's private names is there, and this module uses paho's public API only.
 
+Subscriptions (`subscribe`: the lab's schedule, say) are made again on every connect (the
+sessions are clean); each message on them goes to its hand-off, which only enqueues it for
+another thread: nothing received is processed on the network thread.
+
 Callbacks do almost nothing: they set flags, append acks, and put the rare connection events on
 a queue for the publisher's writer thread (never taking the publisher's lock: paho calls
 on_publish while holding its own message lock, which `publish()` takes too). On every
@@ -168,6 +172,18 @@ class CallbackFailed:
     error: str
 
 
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """A message the broker sent on a topic the link subscribed to."""
+
+    topic: str
+    payload: bytes
+    retain: bool
+
+
+#: A subscription's hand-off: called on the network thread, inside paho; it must only enqueue.
+Handoff = Callable[[Inbound], None]
+
 LinkEvent = Connected | ConnectRefused | ConnectFailed | Disconnected | Acked | CallbackFailed
 
 
@@ -235,6 +251,12 @@ class MqttLink:
         self._props: Properties | None = None
         self._stopping = False
         self._lock = threading.Lock()
+        self._subscriptions: dict[str, tuple[int, Handoff]] = {}
+        """Topic filter -> (QoS, hand-off); replaced whole on change (the network thread reads)."""
+        self._suback_topics: dict[int, str] = {}
+        self.received = 0
+        """Messages handed off from the subscriptions."""
+        self.subscribe_refusals = 0
 
     # --- set-up ------------------------------------------------------------------------
 
@@ -267,6 +289,8 @@ class MqttLink:
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
+        client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
         client.on_pre_connect = self._on_pre_connect
         client.on_socket_open = self._on_socket_open
         # No on_log: paho would format every packet's log line (and its properties) for it.
@@ -445,7 +469,8 @@ class MqttLink:
     def _on_connect(
         self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any
     ) -> None:
-        """CONNACK: on success drop paho's resend store and report; on failure report why."""
+        """CONNACK: on success drop paho's resend store, report and subscribe again; on failure
+        report why."""
         try:
             self.last_progress = self._monotonic()
             code = _code(reason_code)
@@ -466,6 +491,9 @@ class MqttLink:
                     int(receive_max) if receive_max else None,
                 )
             )
+            self._suback_topics.clear()  # (SUBACKs a lost connection never brought)
+            for topic, (qos, _) in self._subscriptions.items():  # the session is clean
+                self._subscribe_now(client, topic, qos)
         except Exception as exc:
             self._failed("on_connect", exc)
 
@@ -502,7 +530,51 @@ class MqttLink:
         except Exception as exc:
             self._failed("on_publish", exc)
 
+    def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
+        """A message on a subscribed topic: to its hand-off, which only enqueues it."""
+        try:
+            self.last_progress = self._monotonic()
+            topic = message.topic
+            for pattern, (_, handoff) in self._subscriptions.items():
+                if mqtt.topic_matches_sub(pattern, topic):
+                    self.received += 1
+                    handoff(Inbound(topic, bytes(message.payload), bool(message.retain)))
+                    return
+        except Exception as exc:
+            self._failed("on_message", exc)
+
+    def _on_subscribe(
+        self, client: Any, userdata: Any, mid: int, reason_codes: Any, properties: Any
+    ) -> None:
+        """SUBACK: a subscription the broker refused (its ACL) is counted and logged."""
+        try:
+            topic = self._suback_topics.pop(mid, "?")
+            refused = [str(rc) for rc in reason_codes if getattr(rc, "is_failure", False)]
+            if refused:
+                self.subscribe_refusals += 1
+                log.warning("the broker refused the subscription to %s: %s", topic, refused[0])
+        except Exception as exc:
+            self._failed("on_subscribe", exc)
+
     # --- use -------------------------------------------------------------------------
+
+    def subscribe(self, topic: str, handoff: Handoff, qos: int = 1) -> None:
+        """Subscribe to `topic` (a topic or a filter): now when connected, and again on every
+        connect. Each message on it goes to `handoff`, called on the network thread inside
+        paho: it must only enqueue the message for another thread (never block, never raise)."""
+        with self._lock:
+            self._subscriptions = {**self._subscriptions, topic: (qos, handoff)}
+            client = self._client
+        if client is not None and self.connected:
+            with client.io_lock:
+                self._subscribe_now(client, topic, qos)
+            self._wake()
+
+    def _subscribe_now(self, client: mqtt.Client, topic: str, qos: int) -> None:
+        """Send one SUBSCRIBE (holding the client's io_lock); its SUBACK names the topic."""
+        mid = client.subscribe(topic, qos)[1]
+        if mid is not None:
+            self._suback_topics[mid] = topic
 
     def publish(
         self,

@@ -73,13 +73,8 @@ ACK_LINGER_S = 0.1
 LAG_MESSAGES = 1000
 #: How long a spool commit may take before the writer counts as stuck (slow SD cards).
 WRITER_BUDGET_S = 30.0
-
-
-class _Wake:
-    """Queue item that only wakes the writer thread."""
-
-
-_WAKE = _Wake()
+#: A queue item that only wakes the writer thread.
+_WAKE = object()
 
 
 class Publisher:
@@ -621,6 +616,13 @@ class Publisher:
             if self._outbox.retain_health(topic, data):
                 self._publish_control_locked(topic, data)
 
+    def publish_retained(self, topic: str, data: bytes) -> None:
+        """Set one more retained message of the rig's (the schedule's `applied` answer); sent
+        again on every connect, not again while unchanged."""
+        with self._lock:
+            if self._outbox.retain_state(topic, data):
+                self._publish_control_locked(topic, data)
+
     def clear_health(self, variant: str) -> None:
         """Remove a variant's retained health (the variant left the rig)."""
         topic = self.topics.health(variant)
@@ -694,5 +696,5 @@ class Publisher:
 
     @property
     def link(self) -> MqttLink:
-        """The MQTT link (tests and diagnostics)."""
+        """The MQTT link (its subscriptions, tests and diagnostics)."""
         return self._link
