@@ -1,7 +1,9 @@
 """The gateway's configuration: the TOML schema, loading, validation as a whole, and diffs.
 
 A configuration is a main TOML file plus, optionally, a variants file and a slots file named in
-it (relative to the main file's folder); variants and slots may also stand inline. Environment
+it (relative to the main file's folder); variants and slots may also stand inline. With
+`[schedule] source = "mqtt"` the slots come from the lab over MQTT: the slots file and inline
+slots are then not read. Environment
 variables with the prefix `P1GW_` override the main file's settings, nested with `__`
 (`P1GW_MQTT__HOST=broker.lan`, `P1GW_CLOCK__REQUIRE_SYNC=false`). Loading either yields a
 complete, frozen `GatewayConfig` or raises `ConfigError` listing every problem with its file
@@ -134,6 +136,18 @@ class ClockConfig(_Frozen):
     require_sync: bool = True
 
 
+#: Where the slot schedule comes from: the slots file (and inline slots), or the lab over MQTT.
+ScheduleSource = Literal["file", "mqtt"]
+
+
+class ScheduleConfig(_Frozen):
+    """Where the slot schedule comes from (a restart applies a change)."""
+
+    source: ScheduleSource = "file"
+    """"file": the slots file and inline slots; "mqtt": the lab's `p1/R/schedule` (retained),
+    kept on disk in the spool's folder."""
+
+
 #: How long a frame may go without a byte before it is cut short as truncated (seconds).
 DEFAULT_TRUNCATE_AFTER_S = 1.0
 
@@ -257,6 +271,7 @@ class _MainFile(_EnvFirst):
     mqtt: MqttConfig = MqttConfig()
     spool: SpoolConfig = SpoolConfig()
     clock: ClockConfig = ClockConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
     framing: FramingConfig = FramingConfig()
     log: LogConfig = LogConfig()
     status: _StatusSection = _StatusSection()
@@ -292,7 +307,9 @@ class GatewayConfig:
     slots: tuple[SlotConfig, ...]
     variants_file: Path | None
     slots_file: Path | None
+    """The slots file read (None: none named, or the schedule comes from the broker)."""
     framing: FramingConfig = field(default_factory=FramingConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
 
     @property
     def watched_files(self) -> tuple[Path, ...]:
@@ -515,8 +532,14 @@ def _env_overrides(environ: Mapping[str, str]) -> list[str]:
     return sorted(k for k in environ if k.startswith(ENV_PREFIX))
 
 
-def load_config(path: str | os.PathLike[str]) -> GatewayConfig:
-    """Load and validate a whole configuration; raise ConfigError listing every problem."""
+def load_config(
+    path: str | os.PathLike[str], *, schedule_source: ScheduleSource | None = None
+) -> GatewayConfig:
+    """Load and validate a whole configuration; raise ConfigError listing every problem.
+
+    `schedule_source` overrides `[schedule] source` for what is read (a running daemon keeps
+    its own until a restart): with "mqtt" no slots are read, neither the slots file nor
+    inline ones."""
     main_path = Path(path).absolute()
     base = main_path.parent
     main_file = str(main_path)
@@ -545,6 +568,10 @@ def load_config(path: str | os.PathLike[str]) -> GatewayConfig:
             ConfigProblem("environment", ", ".join(_env_overrides(os.environ)), str(exc))
         )
 
+    source = schedule_source or (main.schedule.source if main is not None else "file")
+    from_broker = source == "mqtt"  # the schedule comes from the broker: no slots are read
+    if from_broker:
+        inline_slots = []
     variant_entries: list[tuple[str, int, VariantConfig]] = []
     slot_entries: list[tuple[str, int, SlotConfig]] = []
     sources: list[tuple[str, Mapping[str, Any]]] = [
@@ -554,6 +581,8 @@ def load_config(path: str | os.PathLike[str]) -> GatewayConfig:
     # Check the included files even when the main settings are invalid: report everything.
     variants_file = _resolve(base, _path_setting(main, settings_data, "variants_file"))
     slots_file = _resolve(base, _path_setting(main, settings_data, "slots_file"))
+    if from_broker:
+        slots_file = None
     for extra in dict.fromkeys(f for f in (variants_file, slots_file) if f is not None):
         extra_data = _read_toml(extra, problems)
         if extra_data is None:
@@ -616,6 +645,7 @@ def load_config(path: str | os.PathLike[str]) -> GatewayConfig:
         variants_file=variants_file,
         slots_file=slots_file,
         framing=main.framing,
+        schedule=main.schedule,
     )
 
 

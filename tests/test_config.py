@@ -357,3 +357,45 @@ def test_truncate_after_s_is_positive_in_framing_and_per_variant(tmp_path: Path)
     bad = VARIANTS.replace('spec = "V2_2"', 'spec = "V2_2"\ntruncate_after_s = -1')
     probs = problems_of(write_config(tmp_path, variants=bad))
     assert any("variants.toml: variant[1].truncate_after_s:" in p for p in probs), probs
+
+
+def test_the_schedule_comes_from_the_slots_file_by_default(tmp_path: Path) -> None:
+    """Without `[schedule]` the source is "file": the slots file is read and watched."""
+    cfg = load_config(write_config(tmp_path))
+    assert cfg.schedule.source == "file" and len(cfg.slots) == 2
+    assert tmp_path / "slots.toml" in cfg.watched_files
+
+
+def test_a_schedule_from_the_broker_reads_no_slots(tmp_path: Path) -> None:
+    """`source = "mqtt"`: neither the slots file (here missing) nor inline slots (here
+    invalid) are read or watched; the variants still are."""
+    main = MAIN + '\n[schedule]\nsource = "mqtt"\n\n[[slot]]\nholder = "Bad Name"\n'
+    path = write_config(tmp_path, main)
+    (tmp_path / "slots.toml").unlink()
+    cfg = load_config(path)
+    assert cfg.schedule.source == "mqtt" and cfg.slots == () and cfg.slots_file is None
+    assert len(cfg.variants) == 2
+    assert cfg.watched_files == (path, tmp_path / "variants.toml")
+    result = run_cli("check-config", "--config", str(path))
+    assert result.returncode == 0, result.stderr
+    assert "2 variant(s), slots from the broker (p1/rig-a/schedule)" in result.stdout
+
+
+def test_the_schedule_source_is_checked_and_may_be_overridden(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bad source or key is named; the environment may set it; a running daemon reads the
+    file with the source it started with."""
+    probs = problems_of(write_config(tmp_path, MAIN + '[schedule]\nsource = "ftp"\n'))
+    assert any(
+        "gateway.toml: schedule.source: Input should be 'file' or 'mqtt'" in p for p in probs
+    )
+    probs = problems_of(write_config(tmp_path, MAIN + "[schedule]\nsources = 1\n"))
+    assert any("schedule.sources: unknown setting" in p for p in probs), probs
+    path = write_config(tmp_path)
+    assert len(load_config(path, schedule_source="mqtt").slots) == 0
+    monkeypatch.setenv("P1GW_SCHEDULE__SOURCE", "mqtt")
+    cfg = load_config(path)
+    assert cfg.schedule.source == "mqtt" and cfg.slots == ()
+    cfg = load_config(path, schedule_source="file")
+    assert cfg.schedule.source == "mqtt" and len(cfg.slots) == 2  # a restart will follow it

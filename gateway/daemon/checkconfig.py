@@ -28,8 +28,9 @@ def main(args: argparse.Namespace) -> int:
         print(f"check-config: {len(exc.problems)} problem(s); nothing applied", file=sys.stderr)
         return EXIT_INVALID
     if not args.quiet:
-        print(
-            f"{cfg.path}: valid: rig {cfg.rig.id}, {len(cfg.variants)} variant(s), "
-            f"{len(cfg.slots)} slot(s)"
-        )
+        if cfg.schedule.source == "mqtt":
+            slots = f"slots from the broker ({cfg.mqtt.topic_prefix}/{cfg.rig.id}/schedule)"
+        else:
+            slots = f"{len(cfg.slots)} slot(s)"
+        print(f"{cfg.path}: valid: rig {cfg.rig.id}, {len(cfg.variants)} variant(s), {slots}")
     return EXIT_VALID
