@@ -19,7 +19,7 @@ from gateway.publish import (
 )
 
 #: Settings only a restart applies (the ports and slots are applied live).
-RESTART_SECTIONS = ("rig", "mqtt", "spool", "clock", "status")
+RESTART_SECTIONS = ("rig", "mqtt", "spool", "clock", "status", "schedule")
 
 
 def port_config(variant: VariantConfig, framing: FramingConfig | None = None) -> PortConfig:

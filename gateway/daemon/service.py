@@ -25,7 +25,7 @@ from typing import cast
 import structlog
 
 from gateway import __version__
-from gateway.config import GatewayConfig, diff_variants, load_config
+from gateway.config import GatewayConfig, ScheduleSource, diff_variants, load_config
 from gateway.daemon.adapters import (
     catalogue_of,
     port_configs,
@@ -41,6 +41,7 @@ from gateway.daemon.evidence import (
     drop_reason,
     undecodable_reason,
 )
+from gateway.daemon.following import ScheduleFollowing
 from gateway.daemon.logs import configure_logging, log_dropped
 from gateway.daemon.loop import Job, Timers, watchdog_ok
 from gateway.daemon.notify import Notifier
@@ -54,6 +55,7 @@ from gateway.daemon.statusfile import (
     LogStatus,
     PortEntry,
     ReloadOutcome,
+    ScheduleStatus,
     SlotStatus,
     SystemdStatus,
 )
@@ -108,7 +110,16 @@ class Gateway:
         self.counters = GatewayCounters()
         self.started_at = _utc_now()
         self.last_reload: ReloadOutcome | None = None
-        self.schedule = schedule_of(cfg)
+        self._stop = threading.Event()
+        self._reload = threading.Event()
+        self._wake = threading.Event()  # set with each of the above, by port events, schedules
+        self.following: ScheduleFollowing | None = None
+        """The schedule from the broker (`[schedule] source = "mqtt"`, fixed until a restart)."""
+        if cfg.schedule.source == "mqtt":
+            self.following = ScheduleFollowing(cfg.rig.id, cfg.spool.dir, self._wake.set)
+            self.schedule = self.following.schedule
+        else:
+            self.schedule = schedule_of(cfg)
         """The slot schedule the publisher routes by (the status shows its current slot)."""
         self._specs = {v.id: v for v in cfg.variants}
         ports = port_configs(cfg)
@@ -117,13 +128,13 @@ class Gateway:
         """How many dropped frames each port may still send (reader thread only)."""
         self._clock = SystemClockProbe()
         self.publisher = Publisher(publisher_settings(cfg), self.schedule, clock_synced=self._clock)
+        if self.following is not None:  # on every connect, before the first
+            topic = self.publisher.topics.rig_schedule()
+            self.publisher.link.subscribe(topic, self.following.handoff)
         self.mux = Multiplexer(self.consume, ports)
         self._watcher = FileWatcher.of(cfg.watched_files)
         self._status_writer = StatusWriter(cfg.status.file)
         self._status_error: str | None = None
-        self._stop = threading.Event()
-        self._reload = threading.Event()
-        self._wake = threading.Event()  # set with each of the above and by port events
         self._health_due: set[str] = set()
         self._health_lock = threading.Lock()
         self._slot_counters = SlotCounters()
@@ -239,12 +250,17 @@ class Gateway:
         """Open the spool, connect, publish the catalogue, start reading."""
         self.publisher.start()
         self.publisher.publish_catalogue(catalogue_of(self.cfg))
+        if self.following is not None:  # what the rig runs, until the broker's schedule comes
+            applied = self.publisher.topics.schedule_applied()
+            self.publisher.publish_retained(applied, self.following.follower.answer())
         self.mux.start()
         log.info(
             "started",
             rig=self.cfg.rig.id,
             variants=len(self.cfg.variants),
-            slots=len(self.cfg.slots),
+            slots=len(self.schedule),
+            schedule=self.cfg.schedule.source,
+            schedule_version=None if self.following is None else self.following.follower.version,
             version=__version__,
         )
         self.notifier.ready(self.summary())
@@ -293,6 +309,7 @@ class Gateway:
                 changed = self.changed_files()
                 if changed:
                     self.reload("file changed: " + ", ".join(p.name for p in changed))
+            self.follow_schedule()
             if Job.HEALTH in due:
                 timers.done(Job.HEALTH, now)
             self.publish_health(everything=Job.HEALTH in due or at_edge)
@@ -325,6 +342,20 @@ class Gateway:
             log.warning("status file not written at stop (disk hung?)")
         log.info("stopped", **self.counters.to_json())
 
+    # -- the schedule from the broker --
+
+    def follow_schedule(self) -> None:
+        """Apply what the broker sent on `p1/R/schedule` (main thread): each version judged
+        whole; an accepted one applied as a diff, like a reload; each answered on `applied`."""
+        if self.following is None:
+            return
+        topic = self.publisher.topics.schedule_applied()
+        for verdict in self.following.take():
+            if verdict.taken is not None and verdict.changed:
+                self.schedule = verdict.taken.schedule
+                self.publisher.set_schedule(self.schedule)
+            self.publisher.publish_retained(topic, verdict.answer)
+
     # -- reload --
 
     def reload(self, why: str) -> bool:
@@ -333,7 +364,9 @@ class Gateway:
         self.counters.reloads += 1
         before = signatures(self.cfg.watched_files)  # before reading: a later write is news
         try:
-            new = load_config(self.cfg.path)
+            # The schedule's source is the one started with, until a restart.
+            source: ScheduleSource = "file" if self.following is None else "mqtt"
+            new = load_config(self.cfg.path, schedule_source=source)
         except ConfigError as exc:
             self.counters.reloads_refused += 1
             problems = [str(p) for p in exc.problems]
@@ -350,7 +383,7 @@ class Gateway:
             self.mux.apply(ports)
             for gone in diff.removed:
                 self.publisher.clear_health(gone)
-        if new.slots != self.cfg.slots:
+        if self.following is None and new.slots != self.cfg.slots:
             self.schedule = schedule_of(new)
             self.publisher.set_schedule(self.schedule)
         if catalogue_of(new) != catalogue_of(self.cfg):
@@ -371,7 +404,7 @@ class Gateway:
             removed=diff.removed,
             changed=diff.changed,
             unchanged=len(diff.unchanged),
-            slots=len(new.slots),
+            slots=len(self.schedule),
         )
         self.notifier.ready(self.summary())
         return True
@@ -448,6 +481,7 @@ class Gateway:
             ),
             clock=ClockStatus(synced=self._clock(), require_sync=self.cfg.clock.require_sync),
             slot=SlotStatus() if slot is None else SlotStatus(slot.holder, slot.end.isoformat()),
+            schedule=ScheduleStatus("file") if self.following is None else self.following.status(),
             config=ConfigStatus(file=str(self.cfg.path), last_reload=self.last_reload),
             gateway=dataclasses.replace(self.counters),  # a copy: the reader thread counts on
             log=LogStatus(dropped=log_dropped()),

@@ -76,6 +76,9 @@ def render(status: DaemonStatus, *, now: datetime | None = None, colour: bool = 
         f"clock {'synchronised' if clock.synced else 'NOT SYNCHRONISED (routing held)'}"
         f"  slot {slot.holder + ' until ' + str(slot.until) if slot.holder else '(none)'}"
     )
+    schedule = _schedule_line(status)
+    if schedule:
+        lines.append(schedule)
     if status.log.dropped:
         lines.append(f"log {status.log.dropped} lines DROPPED (the log sink was stuck)")
     reload = status.config.last_reload
@@ -118,6 +121,23 @@ def render(status: DaemonStatus, *, now: datetime | None = None, colour: bool = 
     if not status.ports:
         lines.append("(no ports configured)")
     return "\n".join(lines)
+
+
+def _schedule_line(status: DaemonStatus) -> str | None:
+    """Where the schedule comes from and, from the broker, the version applied and what went
+    wrong; None for a file written before the schedule section."""
+    schedule = status.schedule
+    if schedule.source is None:
+        return None
+    if schedule.source != "mqtt":
+        return f"schedule from the slots file ({schedule.source})"
+    version = "none yet" if schedule.version is None else f"version {schedule.version}"
+    line = f"schedule from the broker (mqtt): {version} applied"
+    if schedule.refused:
+        line += f"; last offered REFUSED: {schedule.refused}"
+    if schedule.error:
+        line += f"; kept copy FAILED: {schedule.error}"
+    return line
 
 
 def _known(value: object, unknown: str = "-") -> str:

@@ -107,6 +107,22 @@ class SlotStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class ScheduleStatus:
+    """Where the slot schedule comes from ("file" or "mqtt") and, from the broker, the version
+    applied, why the last one offered was refused, why the kept copy failed (None: fine)."""
+
+    source: str | None = None
+    version: int | None = None
+    refused: str | None = None
+    error: str | None = None
+
+    @classmethod
+    def from_json(cls, raw: object) -> ScheduleStatus:
+        """Read the `schedule` section; missing keys are unknown."""
+        return cls(**_fields(cls, raw))
+
+
+@dataclass(frozen=True, slots=True)
 class ReloadOutcome:
     """The last reload attempt: when, whether applied, why not, what waits for a restart."""
 
@@ -194,7 +210,7 @@ class SystemdStatus:
 
 @dataclass(frozen=True, slots=True)
 class DaemonStatus:
-    """The whole status file: rig, broker, clock, slot, config, counters, every port."""
+    """The whole status file: rig, broker, clock, slot, schedule, config, counters, ports."""
 
     rig: str | None = None
     state: str | None = None
@@ -207,6 +223,7 @@ class DaemonStatus:
     broker: BrokerStatus = field(default_factory=BrokerStatus)
     clock: ClockStatus = field(default_factory=ClockStatus)
     slot: SlotStatus = field(default_factory=SlotStatus)
+    schedule: ScheduleStatus = field(default_factory=ScheduleStatus)
     config: ConfigStatus = field(default_factory=ConfigStatus)
     gateway: GatewayCounters = field(default_factory=GatewayCounters)
     log: LogStatus = field(default_factory=LogStatus)
@@ -232,6 +249,7 @@ class DaemonStatus:
             broker=BrokerStatus.from_json(data.get("broker")),
             clock=ClockStatus.from_json(data.get("clock")),
             slot=SlotStatus.from_json(data.get("slot")),
+            schedule=ScheduleStatus.from_json(data.get("schedule")),
             config=ConfigStatus.from_json(data.get("config")),
             gateway=GatewayCounters.from_json(data.get("gateway")),
             log=LogStatus.from_json(data.get("log")),

@@ -31,9 +31,11 @@ def write_gateway_files(
     log_format: str = "json",
     log_level: str = "info",
     comment: str = "a private gateway set-up",
+    schedule_source: str = "file",
 ) -> Path:
     """Write gateway.toml, variants.toml, slots.toml and mqtt.pass in `folder`; return the
-    main file. The clock is not required to be synchronised: a container's may never say so."""
+    main file. The clock is not required to be synchronised: a container's may never say so.
+    `schedule_source` "mqtt": the schedule comes from the lab (slots.toml is then not read)."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "mqtt.pass").write_text(password + "\n")
     (folder / "variants.toml").write_text(variants_toml)
@@ -60,6 +62,9 @@ dir = "spool"
 {batch}
 [clock]
 require_sync = false
+
+[schedule]
+source = "{schedule_source}"
 
 [status]
 file = "run/status.json"

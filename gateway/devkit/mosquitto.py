@@ -110,7 +110,7 @@ class MosquittoBroker:
         acl = (TEMPLATE_DIR / "acl").read_text()
         for rig in self.rigs:
             if f"\nuser {rig}\n" not in acl:
-                acl += f"\nuser {rig}\ntopic write p1/{rig}/#\n"
+                acl += f"\nuser {rig}\ntopic write p1/{rig}/#\ntopic read p1/{rig}/schedule\n"
         if self.extra_acl:
             acl += "\n" + self.extra_acl.strip() + "\n"
         (self.config_dir / "acl").write_text(acl)

@@ -93,6 +93,9 @@ class GatewayHarness:
         batch_interval: float = 0.2,
         log_format: str = "json",
         wrap: list[str] | None = None,
+        schedule_source: str = "file",
+        broker: MosquittoBroker | None = None,
+        rig_password: str = PASSWORDS[RIG_ID],
     ) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="p1gw-daemon-"))
         cat = catalogue()
@@ -102,9 +105,13 @@ class GatewayHarness:
         self.watchdog_usec = watchdog_usec
         self.batch_interval = batch_interval
         self.log_format = log_format
+        self.schedule_source = schedule_source
+        """"mqtt": the gateway follows the lab's schedule on the broker (slots.toml unread)."""
         self.wrap = wrap or []
         """A command the daemon's command line is appended to (a namespace, say)."""
-        self.broker = MosquittoBroker(PASSWORDS, rigs=[RIG_ID])
+        self.broker = broker or MosquittoBroker(PASSWORDS, rigs=[RIG_ID])
+        """The broker the gateway publishes to (started and closed with the harness)."""
+        self.rig_password = rig_password
         self.rig = VirtualRig(self.models, link_dir=self.dir / "ports")
         self.notify: NotifySocket | None = None
         self.proc: subprocess.Popen[bytes] | None = None
@@ -123,7 +130,7 @@ class GatewayHarness:
             rig=RIG_ID,
             broker_host=self.broker.host,
             broker_port=self.broker.port,
-            password=PASSWORDS[RIG_ID],
+            password=self.rig_password,
             variants_toml=self.rig.variants_toml(),
             slots=self.slots,
             spool_batch_interval=self.batch_interval,
@@ -131,6 +138,7 @@ class GatewayHarness:
             log_format=self.log_format,
             log_level="debug",
             comment="a test's gateway (tests/daemon/harness.py)",
+            schedule_source=self.schedule_source,
         )
 
     def write_slots(self, slots: list[tuple[str, datetime, datetime]]) -> None:

@@ -252,3 +252,20 @@ def test_the_fresher_of_two_status_files_for_one_config_is_shown(
     assert find_status_file(config, service) == service
     os.utime(service, (time.time() - 120, time.time() - 120))
     assert find_status_file(config, service) == by_hand
+
+
+def test_render_shows_where_the_schedule_comes_from() -> None:
+    """The slots file, or the broker's version applied, a refusal and a failed kept copy; a
+    file written before the schedule section shows no such line."""
+    status = sample()
+    assert "schedule" not in render(DaemonStatus.from_json(status), now=NOW)
+    status["schedule"] = {"source": "file"}
+    assert "schedule from the slots file (file)" in render(DaemonStatus.from_json(status), now=NOW)
+    status["schedule"] = {"source": "mqtt", "version": None}
+    text = render(DaemonStatus.from_json(status), now=NOW)
+    assert "schedule from the broker (mqtt): none yet applied" in text
+    status["schedule"] = {"source": "mqtt", "version": 14, "refused": "version 15: overlap"}
+    text = render(DaemonStatus.from_json(status), now=NOW)
+    assert "(mqtt): version 14 applied; last offered REFUSED: version 15: overlap" in text
+    status["schedule"] = {"source": "mqtt", "version": 14, "error": "cannot write x"}
+    assert "kept copy FAILED: cannot write x" in render(DaemonStatus.from_json(status), now=NOW)

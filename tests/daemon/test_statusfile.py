@@ -16,6 +16,7 @@ from gateway.daemon.statusfile import (
     LogStatus,
     PortEntry,
     ReloadOutcome,
+    ScheduleStatus,
     SlotStatus,
     SystemdStatus,
     load_status,
@@ -43,6 +44,7 @@ def full() -> DaemonStatus:
         broker=BrokerStatus(True, "MQTTv5", "broker:1883", 3, 4, 1, 10, 2, 5, 0, "timeout"),
         clock=ClockStatus(synced=True, require_sync=True),
         slot=SlotStatus("acme", "2026-11-29T06:00:00+01:00"),
+        schedule=ScheduleStatus("mqtt", 14, "version 15: overlap", None),
         config=ConfigStatus(
             "/etc/p1-gateway/p1-gateway.toml",
             ReloadOutcome("2026-11-28T16:30:00Z", False, ("f: x: bad",), ("mqtt",)),
@@ -74,6 +76,7 @@ def test_the_file_holds_one_json_object_per_section() -> None:
         "broker",
         "clock",
         "slot",
+        "schedule",
         "config",
         "gateway",
         "log",
@@ -100,6 +103,7 @@ def test_an_older_file_reads_with_what_it_lacks_as_unknown() -> None:
     assert status.log == LogStatus(dropped=0) and status.systemd == SystemdStatus()
     assert status.config == ConfigStatus(None, None)
     assert status.ports == {}
+    assert status.schedule == ScheduleStatus() and status.schedule.source is None
     assert DaemonStatus.from_json({}) == DaemonStatus()
 
 
