@@ -19,6 +19,8 @@ from tests.support.mosquitto import TEMPLATE_DIR, MosquittoBroker
 CENTRAL_PASSWORDS = {RIG_ID: "rig-a-central-secret", "rig-b": "rig-b-central-secret"}
 #: Test-only: an operator account on the central broker that may read everything.
 OPS = ("ops", "ops-secret")
+#: Test-only: the lab's account on the central broker (static ACL): writes the rigs' schedules.
+PLANNER = ("planner", "planner-secret")
 
 
 def render_bridge(rig: str, central: MosquittoBroker, password: str, extra: str = "") -> str:
@@ -34,16 +36,17 @@ def render_bridge(rig: str, central: MosquittoBroker, password: str, extra: str 
 
 
 def central_broker() -> MosquittoBroker:
-    """The central broker: the testers, one account per rig, the shipped ACL (+ an operator)."""
+    """The central broker: the testers, one account per rig, the shipped ACL (+ an operator
+    and a planner)."""
     users = {
         "acme": PASSWORDS["acme"],
         "beta": PASSWORDS["beta"],
         **CENTRAL_PASSWORDS,
         OPS[0]: OPS[1],
+        PLANNER[0]: PLANNER[1],
     }
-    return MosquittoBroker(
-        users, rigs=list(CENTRAL_PASSWORDS), extra_acl=f"user {OPS[0]}\ntopic read #"
-    )
+    acl = f"user {OPS[0]}\ntopic read #\nuser {PLANNER[0]}\ntopic write p1/+/schedule\n"
+    return MosquittoBroker(users, rigs=list(CENTRAL_PASSWORDS), extra_acl=acl)
 
 
 class BridgedHarness(FaultHarness):

@@ -18,6 +18,7 @@ from tests.daemon.harness import PASSWORDS, RIG_ID
 from tests.reliability.bridge import (
     CENTRAL_PASSWORDS,
     OPS,
+    PLANNER,
     BridgedHarness,
     central_broker,
     render_bridge,
@@ -119,6 +120,41 @@ def test_a_rig_broker_cannot_bridge_into_another_rigs_topics() -> None:
         assert arrived == []  # ...the central broker lets none through
         ops.stop()
         local.stop()
+
+
+def test_the_bridge_brings_the_schedule_down_and_the_answer_up() -> None:
+    """A gateway following the lab (`[schedule] source = "mqtt"`) behind its rig broker: the
+    schedule published on the central broker comes down the bridge (retained on the rig
+    broker too), the holder's telegrams go up to the central tester, and the gateway's answer
+    on `applied` reaches the central broker; nothing goes back up as a schedule."""
+    schedule, applied = f"p1/{RIG_ID}/schedule", f"p1/{RIG_ID}/schedule/applied"
+    central = central_broker()
+    h = BridgedHarness(central, models(1), rate=5.0)
+    h.schedule_source = "mqtt"
+    with central, h:
+        ops = MqttProbe(central, *OPS, [schedule, applied]).start()
+        acme = central_tester(central)
+        now = time.time()
+        slot = {"holder": "acme", "start": _rfc3339(now - 60), "end": _rfc3339(now + 3600)}
+        body = json.dumps({"rig": RIG_ID, "version": 3, "slots": [slot]}).encode()
+        with MqttProbe(central, *PLANNER) as planner:
+            assert not planner.try_publish(schedule, body, retain=True)[1]
+        ledger = Ledger(h, acme)
+        assert wait_flowing(ledger, h.variants, 3, 30), h.log()[-3000:]
+        answers = lambda: [m.payload for m in ops.snapshot() if m.topic == applied]  # noqa: E731
+        assert wait_until(lambda: b'{"version":3}' in answers(), 15), answers()
+        with MqttProbe(h.broker, RIG_ID, PASSWORDS[RIG_ID], [schedule]) as local:
+            assert local.wait_for(lambda ms: any(m.retain for m in ms), 5)
+            assert local.snapshot()[0].payload == body
+        time.sleep(1)  # anything echoed back up would be there by now
+        assert [m.payload for m in ops.snapshot() if m.topic == schedule] == [body]
+        ops.stop()
+        acme.stop()
+
+
+def _rfc3339(seconds: float) -> str:
+    """A Unix time as RFC 3339 UTC."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
 
 
 def bridge_outages(kinds: list[str], down_s: float, up_s: float) -> dict[str, Any]:
