@@ -216,7 +216,7 @@ def run_demo(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m gateway.demo [--seconds N] [--keep] [--rival]`."""
+    """`python -m gateway.demo [--seconds N] [--keep] [--rival] [--lab [--day-seconds S]]`."""
     parser = argparse.ArgumentParser(prog="scripts/demo", description=__doc__)
     parser.add_argument("--seconds", type=float, help="stop after this long (default: Ctrl-C)")
     parser.add_argument("--keep", action="store_true", help="keep the working folder")
@@ -225,7 +225,20 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="a second tester, without a slot, subscribed to p1/#: nothing of the slot reaches it",
     )
+    parser.add_argument(
+        "--lab",
+        action="store_true",
+        help="the lab's demo instead, a day in a minute: a central broker with the dynamic "
+        "security plugin, two rigs following their schedules, a tester booked on both",
+    )
+    parser.add_argument(
+        "--day-seconds", type=float, default=20.0, help="with --lab: a day of test time (20 s)"
+    )
     args = parser.parse_args(argv)
+    if args.lab:
+        from gateway.labdemo import run_lab_demo
+
+        return run_lab_demo(args.seconds, args.keep, args.day_seconds)
     return run_demo(args.seconds, args.keep, rival=args.rival)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 
 from gateway.demo import PASSWORDS, TESTER
@@ -47,3 +48,37 @@ def test_demo_rival_receives_nothing_of_the_slot() -> None:
     verdict = next(line for line in out.stdout.splitlines() if "the rival received" in line)
     assert "none of the slot's" in verdict, verdict
     assert int(verdict.split("received ")[1].split()[0]) > 0  # it did receive the public state
+
+
+def test_the_lab_demo_shows_a_booked_slot_start_and_stop_the_testers_telegrams() -> None:
+    """`--lab`: rigs and tester added, both rigs booked; on each, the tester's session starts,
+    telegrams received inside the slot follow, the session ends; the rigs applied version 2;
+    everything is cleaned up."""
+    out = subprocess.run(
+        [sys.executable, "-m", "gateway.demo", "--lab", "--day-seconds", "4", "--seconds", "60"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    lines = out.stdout.splitlines()
+    assert any(line.startswith("  booked 1 demo-rig-a ") for line in lines), out.stdout
+    assert any(line.startswith("  booked 2 demo-rig-b ") for line in lines), out.stdout
+    for rig in ("demo-rig-a", "demo-rig-b"):
+        mine = [
+            line.split(f"tester: {rig}: ", 1)[1] for line in lines if f"tester: {rig}: " in line
+        ]
+        starts = [i for i, line in enumerate(mine) if line.startswith("session start")]
+        ends = [i for i, line in enumerate(mine) if line.startswith("session end")]
+        seen = [i for i, line in enumerate(mine) if " seq " in line]
+        assert len(starts) == len(ends) == 1 and seen, mine
+        assert starts[0] < seen[0] and seen[-1] < ends[0], mine
+        span = mine[starts[0]].split("slot ", 1)[1].split(" to ")
+        first, last = (datetime.fromisoformat(t) for t in span)
+        for i in seen:
+            at = datetime.fromisoformat(mine[i].split(" received ", 1)[1].split()[0])
+            assert first <= at < last, mine[i]
+        listed = next(line for line in lines if line.startswith(f"  {rig} "))
+        assert listed.split()[1:4] == ["2", "2", "2"], listed
+    folder = next(line for line in lines if "working folder" in line).split()[-1]
+    assert "cleaned up:" in lines[-1] and not Path(folder).exists()
