@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,6 +21,7 @@ from gateway.daemon.adapters import (
 )
 from gateway.daemon.statusfile import DaemonStatus, SlotStatus
 from gateway.mux import PortUp
+from gateway.publish.mqtt import Inbound
 from tests.support.mosquitto import wait_until
 
 
@@ -90,9 +92,9 @@ def test_a_write_during_a_reload_is_still_seen_afterwards(
     gw = service.Gateway(load_config(path))
     real_load = service.load_config
 
-    def load_then_edit(p: Path) -> GatewayConfig:
+    def load_then_edit(p: Path, **kw: Any) -> GatewayConfig:
         """Read the config, then let a technician save it again before the reload ends."""
-        cfg = real_load(p)
+        cfg = real_load(p, **kw)
         path.write_text(path.read_text().replace('model = "T211"', 'model = "T211 rev B"'))
         return cfg
 
@@ -191,3 +193,51 @@ def test_main_loop_wakes_at_a_slot_edge_for_a_whole_health_pass(
     rec.thread.join(10)
     assert rec.health == [True, True]
     assert rec.health_at[0] < start <= rec.health_at[1]
+
+
+def test_the_schedule_source_is_the_one_started_with_until_a_restart(tmp_path: Path) -> None:
+    """A gateway started with the slots file keeps reading it when the file says "mqtt" (a
+    restart is named); one started with "mqtt" reads no slots when the file says "file"."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    held = slot("acme", now - timedelta(hours=1), now + timedelta(hours=1))
+    path = write(tmp_path, extra=held)
+    gw = service.Gateway(load_config(path))
+    path.write_text('[schedule]\nsource = "mqtt"\n' + path.read_text())
+    assert gw.reload("source changed")
+    assert gw.schedule.holder_at(now) == "acme" and gw.following is None
+    assert gw.last_reload is not None and gw.last_reload.restart_needed == ("schedule",)
+    assert gw.status().schedule.source == "file"
+
+    following = service.Gateway(load_config(path))
+    assert following.following is not None and following.schedule.holder_at(now) is None
+    path.write_text(path.read_text().replace('source = "mqtt"', 'source = "file"'))
+    assert following.reload("source changed")
+    assert following.schedule.holder_at(now) is None
+    assert following.status().schedule.source == "mqtt"
+
+
+def test_a_schedule_from_the_broker_is_applied_on_the_main_thread(tmp_path: Path) -> None:
+    """What the link handed off waits in the inbox (and wakes the main loop) until
+    `follow_schedule` judges it: applied, kept on disk, routed by; a refused one is not."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    path = write(tmp_path, extra='[schedule]\nsource = "mqtt"\n')
+    gw = service.Gateway(load_config(path))
+    assert gw.following is not None
+    body = (
+        '{"rig":"rig-a","version":3,"slots":[{"holder":"acme",'
+        f'"start":"{(now - timedelta(hours=1)).isoformat()}",'
+        f'"end":"{(now + timedelta(hours=1)).isoformat()}"}}]}}'
+    ).encode()
+    gw._wake.clear()
+    gw.following.handoff(Inbound("p1/rig-a/schedule", body, True))
+    assert gw._wake.is_set() and gw.schedule.holder_at(now) is None  # not on paho's thread
+    gw.follow_schedule()
+    assert gw.schedule.holder_at(now) == "acme"
+    assert (tmp_path / "s" / "schedule.json").read_bytes() == body
+    assert gw.status().schedule.version == 3
+    gw.following.handoff(Inbound("p1/rig-a/schedule", body.replace(b"acme", b"ACME"), True))
+    gw.follow_schedule()
+    assert gw.schedule.holder_at(now) == "acme" and gw.status().schedule.version == 3
+    assert "version 3: slot[0].holder" in str(gw.status().schedule.refused)
+    again = service.Gateway(load_config(path))  # a start: the kept version routes
+    assert again.schedule.holder_at(now) == "acme" and again.status().schedule.version == 3
