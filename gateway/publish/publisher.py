@@ -209,10 +209,8 @@ class Publisher:
             # hold up the exit (what that loses: the messages of the last batch window).
             self._worker.join(timeout=max(0.1, deadline - time.monotonic()))
             if self._worker.is_alive():
-                # Stuck in SQLite (a hung disk, in a commit or a read: both run outside
-                # `_lock`): closing would wait for the connection's mutex it holds, and stop
-                # with it. SQLite's journal keeps the file whole; the process exit releases
-                # the rest.
+                # Stuck in SQLite (a hung disk; outside `_lock`): closing would wait for its
+                # mutex. SQLite's journal keeps the file whole; the exit releases the rest.
                 self._last_error = "the spool writer did not stop (disk hung?): spool left open"
                 return
         if not (self._outbox.pending or self._router.sessions.dirty or self._board.dirty):
@@ -399,9 +397,8 @@ class Publisher:
                 self._outbox.spool_read(start, rows)
 
     def _publish_control_locked(self, topic: str, data: bytes, *, first: bool = False) -> None:
-        """Set a retained control message (status, catalogue, health) to go out: now if the
-        control window has room, else when it has (replacing an older payload still waiting
-        for the same topic); `first` puts it before the others waiting."""
+        """Set a retained control message to go out when the control window has room (it
+        replaces one waiting for the same topic); `first` puts it before the others."""
         none_waited = self._outbox.put_control(topic, data, first=first)
         self._pump_control_locked()
         if none_waited and self._outbox.control_waiting:
@@ -409,11 +406,11 @@ class Publisher:
 
     def _pump_control_locked(self) -> None:
         """Send waiting control messages while connected and the control window has room."""
-        outbox, link = self._outbox, self._link
+        outbox, link, topics = self._outbox, self._link, self.topics
         while (item := outbox.next_control(connected=link.connected)) is not None:
             topic, data = item
             try:
-                result = link.publish(topic, data, 1, retain=True)
+                result = link.publish(topic, data, 1, retain=True, expiry_s=topics.expiry(topic))
             except (ValueError, TypeError) as exc:
                 outbox.control_failed()
                 self._last_error = f"control publish to {topic}: {exc}"
@@ -432,9 +429,8 @@ class Publisher:
             self._refill_locked()
 
     def _ack_linger(self) -> float:
-        """How long the network thread may gather PUBACKs: only while nothing waits to be sent,
-        the telegram and control windows are less than half full and no `flush` waits
-        (lock-free reads; a stale answer costs little)."""
+        """How long the network thread may gather PUBACKs: only while nothing waits, both windows
+        are less than half full and no `flush` waits (lock-free; stale answers cost little)."""
         if self._flushing or not self._outbox.may_linger():
             return 0.0
         return ACK_LINGER_S
@@ -594,9 +590,8 @@ class Publisher:
     # --- the daemon's other calls ------------------------------------------------------
 
     def set_schedule(self, schedule: SlotSchedule) -> None:
-        """Replace the slot schedule whole (on reload); receptions from now on use it. Open
-        sessions are reconciled with it and the schedules republished now (once the clock is
-        trusted)."""
+        """Replace the slot schedule whole (on reload): open sessions are reconciled with it and
+        the schedules republished now (once the clock is trusted)."""
         synced = self._clock_synced() if self.settings.require_sync else True
         with self._lock:
             self._router.replace_schedule(schedule)
@@ -612,6 +607,17 @@ class Publisher:
         with self._lock:
             self._outbox.retain_catalogue(topic, data)
             self._publish_control_locked(topic, data)
+
+    def post_notice(self, topic: str, data: bytes) -> None:
+        """Set a notice to go out, retained with its expiry, until the broker acknowledges it."""
+        with self._lock:
+            self._outbox.retain_notice(topic, data)
+            self._publish_control_locked(topic, data)
+
+    def take_acked_notices(self) -> list[str]:
+        """The notice topics the broker acknowledged since the last call."""
+        with self._lock:
+            return self._outbox.take_acked_notices()
 
     def publish_health(self, variant: str, health: Mapping[str, Any]) -> None:
         """Set a port's retained health; republished on every connect. Raises PayloadError."""
@@ -671,14 +677,9 @@ class Publisher:
 
     @property
     def lagging(self) -> bool:
-        """True while connected with LAG_MESSAGES or more messages unacknowledged: the input
-        outruns the broker link (a flood, or a spool draining after an outage).
-
-        The caller's thread (the daemon's reader) should then yield for a moment: under
-        CPython's GIL a reader that always has input otherwise starves the writer and paho's
-        thread, and publishing collapses while the backlog grows. Cheap, lock-free read.
-        While disconnected it is False: the spool takes the input, nothing is gained by waiting.
-        """
+        """True while connected with LAG_MESSAGES or more unacknowledged (a flood, a spool
+        draining): the reader should yield a moment, or under the GIL it starves the writer
+        and paho's thread. Lock-free. False while disconnected (the spool takes the input)."""
         outbox = self._outbox
         return outbox.ready and self._link.connected and outbox.outstanding >= LAG_MESSAGES
 

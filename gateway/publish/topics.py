@@ -21,6 +21,7 @@ from gateway.identifiers import (
     validate_topic_prefix,
     validate_variant_id,
 )
+from gateway.noticeform import NOTICE_EXPIRY_S, valid_notice_id
 
 __all__ = [
     "HOLDER_RE",
@@ -92,6 +93,16 @@ class TopicBuilder:
         """`p1/R/health/V`: a port's retained health."""
         validate_variant_id(variant)
         return f"{self.prefix}/{self.rig}/health/{variant}"
+
+    def notice(self, ident: str) -> str:
+        """A notice about this rig, retained: p1/R/notice/ID (every tester reads it)."""
+        if not valid_notice_id(ident):
+            raise TopicError(f"not a notice id: {ident!r}")
+        return f"{self.prefix}/{self.rig}/notice/{ident}"
+
+    def expiry(self, topic: str) -> int | None:
+        """The MQTT 5 message expiry a retained topic goes out with: notices fade, else None."""
+        return NOTICE_EXPIRY_S if topic.startswith(f"{self.prefix}/{self.rig}/notice/") else None
 
 
 def check_publishable_topic(topic: str) -> str:
