@@ -1,8 +1,8 @@
 """What each variant's meter says about itself, and when that changes (pure: no IO, no clock).
 
 The watch runs on the reader thread for every telegram, so the common case (nothing changed)
-is cheap: one tuple of the watched lines compared with the last one, and the set of codes
-compared with the observed set. Work is done only on a change.
+is cheap: the telegram's codes compared with the last telegram's as sets (in C), the few
+watched lines' values with the last ones. Work is done only on a change.
 
 Watched: the header line and the equipment ids (`0-n:96.1.1`, `0-n:96.1.0`, n = 0 for the
 meter, 1-4 for its M-Bus devices: kind `meter`), the version lines (`0-n:96.1.4`,
@@ -96,7 +96,8 @@ class MeterWatch:
     observed: Observed | None = None
     streak: int = CODES_STREAK
     hold_ns: int = int(CODES_HOLD_S * 1e9)
-    _kinds: dict[str, str | None] = field(default_factory=dict)
+    _keys: frozenset[str] = frozenset({"?"})
+    _watched: tuple[str, ...] = ()
     _last_sig: tuple[Any, ...] | None = None
     _codes: frozenset[str] = frozenset()
     _pending: dict[str, tuple[int, int]] = field(default_factory=dict)
@@ -110,16 +111,12 @@ class MeterWatch:
         """The new observed state and its changes, or None when nothing changed. The first
         telegram ever seen sets the baseline (no changes)."""
         objects = telegram.objects
-        kinds = self._kinds
-        watched = []
-        for code, obj in objects.items():
-            kind = kinds.get(code, "?")
-            if kind == "?":
-                kind = kinds[code] = _kind_of_code(code)
-            if kind is not None:
-                watched.append((code, _value_text(obj)))
+        if objects.keys() != self._keys:  # (a set comparison in C: cheap)
+            self._keys = frozenset(objects)
+            self._watched = tuple(c for c in objects if _kind_of_code(c) is not None)
+        codes = self._keys
+        watched = [(c, _value_text(objects[c])) for c in self._watched]
         sig = (telegram.header, telegram.spec, *watched)
-        codes = frozenset(objects)
         old = self.observed
         if old is None:
             self.observed = _observed_of(telegram, watched, codes)
