@@ -30,7 +30,7 @@ def notice_id(wall_ns: int, writer: str, token: str) -> str:
 
 def valid_notice_id(text: str) -> bool:
     """Whether `text` has the form of a notice ID (it may then be a topic level)."""
-    return bool(_ID.match(text))
+    return bool(_ID.fullmatch(text))
 
 
 def notice_body(
