@@ -11,10 +11,10 @@ posts nothing new) and the notices not yet acknowledged go out again.
 from __future__ import annotations
 
 import json
-import secrets
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
@@ -22,14 +22,15 @@ import structlog
 from gateway.config import GatewayConfig
 from gateway.daemon.observe import Change, MeterWatch, Observed, operator_change
 from gateway.errors import GatewayError
-from gateway.noticeform import notice_body, notice_id
+from gateway.notices import notice_id, notice_payload, random_token
 from gateway.p1.telegram import Telegram
 from gateway.publish import Publisher
 from gateway.publish.notices import NoticeStore
 from gateway.publish.payload import encode_json_bytes
-from gateway.timefmt import rfc3339_utc
 
 log = structlog.get_logger("p1-gateway")
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class MeterNotices:
@@ -108,11 +109,11 @@ class MeterNotices:
         self, variant: str, observed: Observed | None, changes: list[Change], wall_ns: int
     ) -> None:
         """Store the new state with its notices in one transaction, then post them."""
-        at = rfc3339_utc(wall_ns)
+        at = _EPOCH + timedelta(microseconds=wall_ns // 1000)
         notices = []
         for change in changes:
-            ident = notice_id(wall_ns, self.rig, secrets.token_hex(4))
-            body = notice_body(
+            ident = notice_id(at, self.rig, random_token())
+            body = notice_payload(
                 ident,
                 at,
                 self.rig,

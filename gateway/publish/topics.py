@@ -21,7 +21,7 @@ from gateway.identifiers import (
     validate_topic_prefix,
     validate_variant_id,
 )
-from gateway.noticeform import NOTICE_EXPIRY_S, valid_notice_id
+from gateway.notices import MESSAGE_EXPIRY_SECONDS, notice_topic, validate_notice_id
 
 __all__ = [
     "HOLDER_RE",
@@ -95,14 +95,14 @@ class TopicBuilder:
         return f"{self.prefix}/{self.rig}/health/{variant}"
 
     def notice(self, ident: str) -> str:
-        """A notice about this rig, retained: p1/R/notice/ID (every tester reads it)."""
-        if not valid_notice_id(ident):
-            raise TopicError(f"not a notice id: {ident!r}")
-        return f"{self.prefix}/{self.rig}/notice/{ident}"
+        """A notice about this rig, retained: p1/R/notice/ID (every tester reads it); raises
+        IdentifierError for what is no notice id (`gateway.notices`)."""
+        return notice_topic(self.prefix, self.rig, validate_notice_id(ident))
 
     def expiry(self, topic: str) -> int | None:
         """The MQTT 5 message expiry a retained topic goes out with: notices fade, else None."""
-        return NOTICE_EXPIRY_S if topic.startswith(f"{self.prefix}/{self.rig}/notice/") else None
+        notices = f"{self.prefix}/{self.rig}/notice/"
+        return MESSAGE_EXPIRY_SECONDS if topic.startswith(notices) else None
 
 
 def check_publishable_topic(topic: str) -> str:

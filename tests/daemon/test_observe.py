@@ -9,7 +9,6 @@ from hypothesis import strategies as st
 
 from gateway.config import VariantConfig
 from gateway.daemon.observe import MeterWatch, Observed, operator_change
-from gateway.noticeform import notice_body, notice_id, valid_notice_id
 from gateway.p1.telegram import Telegram
 
 S = 1_000_000_000
@@ -141,13 +140,3 @@ def test_an_operator_change_says_what_changed_without_the_port_path() -> None:
     assert change.before == {"model": "T211", "spec": "auto"}
     assert change.after == {"model": "T211-D", "spec": "V5"}
     assert "another port" in change.text and "ttyUSB" not in change.text
-
-
-def test_notice_ids_are_ordered_by_time_and_carry_their_writer() -> None:
-    """IDs sort as their times do; the form is checked."""
-    a = notice_id(1_765_000_000_000_001_000, "rig-a", "0a1b2c3d")
-    b = notice_id(1_765_000_000_000_002_000, "lab", "00000000")
-    assert a < b and a.startswith("20251206T") and "-rig-a-" in a
-    assert valid_notice_id(a) and valid_notice_id(b) and not valid_notice_id("x/y")
-    body = notice_body(a, "t", "rig-a", "firmware", "x", variant="v1", before={}, after={})
-    assert set(body) == {"id", "at", "rig", "kind", "text", "variant", "before", "after"}

@@ -122,5 +122,5 @@ def test_notice_topics_take_only_notice_ids_and_fade() -> None:
     assert topics.expiry(topic) == 180 * 24 * 3600
     assert topics.expiry(topics.variants()) is None and topics.expiry(topics.status()) is None
     for bad in ("x/y", "#", ident + "/x", ident + "\n", ""):
-        with pytest.raises(TopicError):
+        with pytest.raises(IdentifierError):
             topics.notice(bad)
