@@ -44,6 +44,7 @@ from gateway.daemon.evidence import (
 from gateway.daemon.following import ScheduleFollowing
 from gateway.daemon.logs import configure_logging, log_dropped
 from gateway.daemon.loop import Job, Timers, watchdog_ok
+from gateway.daemon.meternotices import MeterNotices
 from gateway.daemon.notify import Notifier
 from gateway.daemon.publichealth import SlotCounters, next_edge_ns, public_health, run_at
 from gateway.daemon.statusfile import (
@@ -132,6 +133,7 @@ class Gateway:
             topic = self.publisher.topics.rig_schedule()
             self.publisher.link.subscribe(topic, self.following.handoff)
         self.mux = Multiplexer(self.consume, ports)
+        self.notices = MeterNotices(self.publisher)
         self._watcher = FileWatcher.of(cfg.watched_files)
         self._status_writer = StatusWriter(cfg.status.file)
         self._status_error: str | None = None
@@ -173,9 +175,10 @@ class Gateway:
                 code, reason = UNDECODABLE, undecodable_reason(exc)
             else:
                 self.counters.telegrams += 1
-                self.publisher.submit_telegram(
-                    event.variant, telegram, event.received_monotonic_ns, event.received_wall_ns
-                )
+                mono, wall = event.received_monotonic_ns, event.received_wall_ns
+                self.publisher.submit_telegram(event.variant, telegram, mono, wall)
+                if self.notices.telegram(event.variant, telegram, mono, wall):
+                    self.publish_catalogue(self.cfg)  # (rare: the meter showed a change)
                 return
         self.publisher.submit_invalid(
             event.variant,
@@ -249,7 +252,8 @@ class Gateway:
     def start(self) -> None:
         """Open the spool, connect, publish the catalogue, start reading."""
         self.publisher.start()
-        self.publisher.publish_catalogue(catalogue_of(self.cfg))
+        self.notices.open()
+        self.publish_catalogue(self.cfg)
         if self.following is not None:  # what the rig runs, until the broker's schedule comes
             applied = self.publisher.topics.schedule_applied()
             self.publisher.publish_retained(applied, self.following.follower.answer())
@@ -264,6 +268,10 @@ class Gateway:
             version=__version__,
         )
         self.notifier.ready(self.summary())
+
+    def publish_catalogue(self, cfg: GatewayConfig) -> None:
+        """The retained variant catalogue, with what each meter showed of itself."""
+        self.publisher.publish_catalogue(self.notices.catalogue(catalogue_of(cfg)))
 
     def request_stop(self) -> None:
         """Ask the main loop to stop (signal-safe); it wakes at once."""
@@ -312,6 +320,7 @@ class Gateway:
             self.follow_schedule()
             if Job.HEALTH in due:
                 timers.done(Job.HEALTH, now)
+                self.notices.tidy()
             self.publish_health(everything=Job.HEALTH in due or at_edge)
             if Job.STATUS in due:
                 timers.done(Job.STATUS, now)
@@ -337,6 +346,8 @@ class Gateway:
         log.info("stopping")
         self.mux.stop(timeout=max(0.5, min(1.5, timeout / 3)))
         self.publisher.stop(timeout=max(0.5, deadline - time.monotonic() - 0.3))
+        self.notices.tidy()
+        self.notices.close()
         self._status_writer.submit(self.status(state="stopped").to_json())
         if not self._status_writer.close(timeout=max(0.1, deadline - time.monotonic())):
             log.warning("status file not written at stop (disk hung?)")
@@ -387,7 +398,8 @@ class Gateway:
             self.schedule = schedule_of(new)
             self.publisher.set_schedule(self.schedule)
         if catalogue_of(new) != catalogue_of(self.cfg):
-            self.publisher.publish_catalogue(catalogue_of(new))
+            self.publish_catalogue(new)
+        self.notices.reloaded(self.cfg, new)
         if new.log != self.cfg.log:
             configure_logging(new.log.format, new.log.level)
         restart = restart_only_changes(self.cfg, new)

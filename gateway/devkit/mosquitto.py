@@ -290,6 +290,8 @@ class Received:
     retain: bool
     at: float
     user_properties: tuple[tuple[str, str], ...] = ()
+    expiry: int | None = None
+    """The MQTT 5 message expiry interval left, s (None: the message does not expire)."""
 
     def prop(self, name: str) -> str | None:
         """The first MQTT 5 user property called `name`, if any."""
@@ -347,13 +349,16 @@ class MqttProbe:
 
     def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
         """Collect."""
-        props = getattr(getattr(msg, "properties", None), "UserProperty", None) or []
+        properties = getattr(msg, "properties", None)
+        props = getattr(properties, "UserProperty", None) or []
+        expiry = getattr(properties, "MessageExpiryInterval", None)
         received = Received(
             msg.topic,
             bytes(msg.payload),
             bool(msg.retain),
             time.monotonic(),
             tuple((str(k), str(v)) for k, v in props),
+            None if expiry is None else int(expiry),
         )
         with self._lock:
             self.messages.append(received)

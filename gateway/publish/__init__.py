@@ -7,8 +7,8 @@ feeds it from the reader thread with `submit_telegram` / `submit_invalid`, swaps
 
 from gateway.publish.clock import SystemClockProbe, kernel_clock_synchronized
 from gateway.publish.payload import PayloadError, encode_json
-from gateway.publish.publisher import (
-    Publisher,
+from gateway.publish.publisher import Publisher
+from gateway.publish.reports import (
     PublisherCounters,
     PublisherLiveness,
     PublisherStatus,

@@ -52,6 +52,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from gateway.errors import BrokerError
@@ -584,12 +585,17 @@ class MqttLink:
         *,
         retain: bool = False,
         user_properties: list[tuple[str, str]] | None = None,
+        expiry_s: int | None = None,
     ) -> PublishResult:
-        """Hand one message to paho (non-blocking). Raises ValueError for what paho refuses."""
+        """Hand one message to paho (non-blocking); `expiry_s` sets its MQTT 5 message expiry
+        interval (ignored on 3.1.1). Raises ValueError for what paho refuses."""
         client = self._client
         if client is None:
             return PublishResult(False, 0, int(MQTTErrorCode.MQTT_ERR_NO_CONN))
-        props = None
+        props: Properties | None = None
+        if expiry_s is not None and self.protocol == "5":
+            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            props.MessageExpiryInterval = expiry_s
         if user_properties and self.protocol == "5":
             key = tuple(user_properties)
             if key != self._props_key or self._props is None:

@@ -191,6 +191,8 @@ class Outbox:
         self._catalogue: tuple[str, bytes] | None = None
         self._health: dict[str, bytes] = {}  # by topic
         self._retained: dict[str, bytes] = {}  # schedules and calendar, by topic
+        self._notices: dict[str, bytes] = {}  # by topic, until the broker acknowledges one
+        self._notices_acked: list[str] = []  # since `take_acked_notices`
         self._buffer: deque[SpoolMessage] = deque()  # read from the spool, not yet sent
         self._sent_upto = 1  # every id below went to the link (or needs not)
         self._outstanding = 0
@@ -450,8 +452,11 @@ class Outbox:
             return
         msg = self._inflight.pop(mid, None)
         if msg is None:
-            if self._control_inflight.pop(mid, None) is None:
+            topic = self._control_inflight.pop(mid, None)
+            if topic is None:
                 self.counters.stray_acks += 1
+            elif self._notices.pop(topic, None) is not None:
+                self._notices_acked.append(topic)
             return
         self.counters.acked += 1
         if self._pending.pop(msg.id, None) is None:
@@ -520,7 +525,7 @@ class Outbox:
     ) -> None:
         """A new connection with its (telegram, control) `windows` and the broker's Receive
         Maximum: resend everything unacknowledged from the oldest, and the retained state whole
-        (the (topic, payload) `status` first, then the catalogue, removals, health)."""
+        (the (topic, payload) `status` first, then catalogue, removals, health, notices)."""
         self.counters.connects += 1
         self._generation = generation
         if self._inflight:
@@ -541,6 +546,7 @@ class Outbox:
         waiting.update((topic, b"") for topic in cleared)
         waiting.update(self._health)
         waiting.update(self._retained)
+        waiting.update(self._notices)
 
     def disconnect(self) -> None:
         """The connection ended: nothing more goes out until the next `connect`."""
@@ -551,12 +557,11 @@ class Outbox:
         """Stopping: nothing more goes out."""
         self._ready = False
 
-    # --- control messages (retained: status, catalogue, health) --------------------------
+    # --- control messages (retained: status, catalogue, health, notices) -----------------
 
     def put_control(self, topic: str, payload: bytes, *, first: bool = False) -> bool:
-        """Set a retained message to go out when the control window has room (replacing an
-        older payload still waiting for the same topic); `first` puts it before the others.
-        True when none waited before it."""
+        """Set a retained message to go out when the control window has room (replacing one
+        waiting for the same topic); `first` puts it first. True when none waited before."""
         waiting = self._control_waiting
         was_empty = not waiting
         waiting[topic] = payload
@@ -582,6 +587,15 @@ class Outbox:
             return False
         self._retained[topic] = payload
         return True
+
+    def retain_notice(self, topic: str, payload: bytes) -> None:
+        """A notice, sent again on every connect until the broker acknowledges it."""
+        self._notices[topic] = payload
+
+    def take_acked_notices(self) -> list[str]:
+        """The notice topics acknowledged since the last call (to delete from the spool)."""
+        acked, self._notices_acked = self._notices_acked, []
+        return acked
 
     def forget_health(self, topic: str) -> None:
         """A port's health is no longer sent on connect (its variant left the rig)."""

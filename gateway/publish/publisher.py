@@ -35,6 +35,7 @@ from typing import Any
 from gateway.errors import GatewayError, IdentifierError, SpoolError
 from gateway.p1.telegram import Telegram
 from gateway.publish import payload as pl
+from gateway.publish import reports as rp
 from gateway.publish.board import Board
 from gateway.publish.clock import SystemClockProbe
 from gateway.publish.emit import Emitter, Outgoing
@@ -50,11 +51,7 @@ from gateway.publish.mqtt import (
     split_receive_maximum,
 )
 from gateway.publish.outbox import SESSION_KIND, Hold, Outbox, ReadSpool, SpoolMessage
-from gateway.publish.reports import PublisherCounters as PublisherCounters
-from gateway.publish.reports import PublisherLiveness as PublisherLiveness
-from gateway.publish.reports import PublisherStatus as PublisherStatus
-from gateway.publish.reports import SubmitOutcome as SubmitOutcome
-from gateway.publish.reports import liveness_of, publisher_status
+from gateway.publish.reports import SubmitOutcome, liveness_of, publisher_status
 from gateway.publish.router import Reception, Route, Router
 from gateway.publish.schedule import SlotSchedule
 from gateway.publish.sessions import SessionBook
@@ -129,7 +126,7 @@ class Publisher:
         self._emitter = Emitter(self.topics, self._outbox.take_seq, self._router)
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
-        self._counters = PublisherCounters()  # the shell's; status() adds the outbox's
+        self._counters = rp.PublisherCounters()  # the shell's; status() adds the outbox's
         self._valid_variants: set[str] = set()
         self._flushing = 0
         self._last_error: str | None = None
@@ -204,10 +201,8 @@ class Publisher:
             # hold up the exit (what that loses: the messages of the last batch window).
             self._worker.join(timeout=max(0.1, deadline - time.monotonic()))
             if self._worker.is_alive():
-                # Stuck in SQLite (a hung disk, in a commit or a read: both run outside
-                # `_lock`): closing would wait for the connection's mutex it holds, and stop
-                # with it. SQLite's journal keeps the file whole; the process exit releases
-                # the rest.
+                # Stuck in SQLite (a hung disk; outside `_lock`): closing would wait for its
+                # mutex. SQLite's journal keeps the file whole; the exit releases the rest.
                 self._last_error = "the spool writer did not stop (disk hung?): spool left open"
                 return
         if not (self._outbox.pending or self._router.sessions.dirty or self._board.dirty):
@@ -394,9 +389,8 @@ class Publisher:
                 self._outbox.spool_read(start, rows)
 
     def _publish_control_locked(self, topic: str, data: bytes, *, first: bool = False) -> None:
-        """Set a retained control message (status, catalogue, health) to go out: now if the
-        control window has room, else when it has (replacing an older payload still waiting
-        for the same topic); `first` puts it before the others waiting."""
+        """Set a retained control message to go out when the control window has room (it
+        replaces one waiting for the same topic); `first` puts it before the others."""
         none_waited = self._outbox.put_control(topic, data, first=first)
         self._pump_control_locked()
         if none_waited and self._outbox.control_waiting:
@@ -404,11 +398,11 @@ class Publisher:
 
     def _pump_control_locked(self) -> None:
         """Send waiting control messages while connected and the control window has room."""
-        outbox, link = self._outbox, self._link
+        outbox, link, topics = self._outbox, self._link, self.topics
         while (item := outbox.next_control(connected=link.connected)) is not None:
             topic, data = item
             try:
-                result = link.publish(topic, data, 1, retain=True)
+                result = link.publish(topic, data, 1, retain=True, expiry_s=topics.expiry(topic))
             except (ValueError, TypeError) as exc:
                 outbox.control_failed()
                 self._last_error = f"control publish to {topic}: {exc}"
@@ -427,9 +421,8 @@ class Publisher:
             self._refill_locked()
 
     def _ack_linger(self) -> float:
-        """How long the network thread may gather PUBACKs: only while nothing waits to be sent,
-        the telegram and control windows are less than half full and no `flush` waits
-        (lock-free reads; a stale answer costs little)."""
+        """How long the network thread may gather PUBACKs: only while nothing waits, both windows
+        are less than half full and no `flush` waits (lock-free; stale answers cost little)."""
         if self._flushing or not self._outbox.may_linger():
             return 0.0
         return ACK_LINGER_S
@@ -589,9 +582,8 @@ class Publisher:
     # --- the daemon's other calls ------------------------------------------------------
 
     def set_schedule(self, schedule: SlotSchedule) -> None:
-        """Replace the slot schedule whole (on reload); receptions from now on use it. Open
-        sessions are reconciled with it and the schedules republished now (once the clock is
-        trusted)."""
+        """Replace the slot schedule whole (on reload): open sessions are reconciled with it and
+        the schedules republished now (once the clock is trusted)."""
         synced = self._clock_synced() if self.settings.require_sync else True
         with self._lock:
             self._router.replace_schedule(schedule)
@@ -607,6 +599,17 @@ class Publisher:
         with self._lock:
             self._outbox.retain_catalogue(topic, data)
             self._publish_control_locked(topic, data)
+
+    def post_notice(self, topic: str, data: bytes) -> None:
+        """Set a notice to go out, retained with its expiry, until the broker acknowledges it."""
+        with self._lock:
+            self._outbox.retain_notice(topic, data)
+            self._publish_control_locked(topic, data)
+
+    def take_acked_notices(self) -> list[str]:
+        """The notice topics the broker acknowledged since the last call."""
+        with self._lock:
+            return self._outbox.take_acked_notices()
 
     def publish_health(self, variant: str, health: Mapping[str, Any]) -> None:
         """Set a port's retained health; republished on every connect. Raises PayloadError."""
@@ -659,7 +662,7 @@ class Publisher:
                 self._idle.wait(min(left, 0.2))
             return True
 
-    def status(self) -> PublisherStatus:
+    def status(self) -> rp.PublisherStatus:
         """A consistent snapshot of the queue and the counters."""
         with self._lock:
             return publisher_status(
@@ -673,14 +676,9 @@ class Publisher:
 
     @property
     def lagging(self) -> bool:
-        """True while connected with LAG_MESSAGES or more messages unacknowledged: the input
-        outruns the broker link (a flood, or a spool draining after an outage).
-
-        The caller's thread (the daemon's reader) should then yield for a moment: under
-        CPython's GIL a reader that always has input otherwise starves the writer and paho's
-        thread, and publishing collapses while the backlog grows. Cheap, lock-free read.
-        While disconnected it is False: the spool takes the input, nothing is gained by waiting.
-        """
+        """True while connected with LAG_MESSAGES or more unacknowledged (a flood, a spool
+        draining): the reader should yield a moment, or under the GIL it starves the writer
+        and paho's thread. Lock-free. False while disconnected (the spool takes the input)."""
         outbox = self._outbox
         return outbox.ready and self._link.connected and outbox.outstanding >= LAG_MESSAGES
 
@@ -690,7 +688,7 @@ class Publisher:
         m = self.settings.mqtt
         return max(WRITER_BUDGET_S, m.reconnect_max_delay + 15.0)
 
-    def liveness(self) -> PublisherLiveness:
+    def liveness(self) -> rp.PublisherLiveness:
         """For the watchdog: the network thread and the writer thread alive and progressing."""
         return liveness_of(self._link, self._worker, self._worker_beat, WRITER_BUDGET_S)
 

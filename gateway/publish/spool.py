@@ -11,7 +11,10 @@ Every method raises `gateway.errors.SpoolError` for any SQLite failure. The reco
 (`SpoolMessage`, `DeadLetter`, `CommitBatch`) are the outbox's, re-exported here.
 
 Schema 2 adds `spool.prev_seq` and the session tables; a schema 1 spool is migrated on open
-(its rows have no prev_seq: each chain starts anew after them).
+(its rows have no prev_seq: each chain starts anew after them). Schema 3 adds `observed` (per
+variant, what its meter last showed of itself, JSON) and `notice` (the notices not yet
+acknowledged by the broker): `gateway.publish.notices` writes both, in one transaction, on its
+own connection; an older spool gets the empty tables on open.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from gateway.publish.outbox import DeadLetter as DeadLetter
 from gateway.publish.outbox import SpoolMessage as SpoolMessage
 from gateway.publish.sessions import Announced, ChainLink, EdgeState, Session
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 #: SQLite's page cache, KiB (its default is 2000). The spool appends at the end and deletes
 #: acknowledged rows near its head: a small cache serves both; a larger one only held ~2 MB
@@ -62,6 +65,10 @@ CREATE TABLE IF NOT EXISTS chain (
 );
 CREATE TABLE IF NOT EXISTS announced (
     holder TEXT PRIMARY KEY, slots TEXT NOT NULL, updated_ns INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS observed (variant TEXT PRIMARY KEY, state TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS notice (
+    topic TEXT PRIMARY KEY, payload BLOB NOT NULL, at_ns INTEGER NOT NULL
 );
 """
 

@@ -21,6 +21,7 @@ from gateway.identifiers import (
     validate_topic_prefix,
     validate_variant_id,
 )
+from gateway.notices import MESSAGE_EXPIRY_SECONDS, notice_topic, validate_notice_id
 
 __all__ = [
     "HOLDER_RE",
@@ -100,6 +101,16 @@ class TopicBuilder:
         """`p1/R/health/V`: a port's retained health."""
         validate_variant_id(variant)
         return f"{self.prefix}/{self.rig}/health/{variant}"
+
+    def notice(self, ident: str) -> str:
+        """A notice about this rig, retained: p1/R/notice/ID (every tester reads it); raises
+        IdentifierError for what is no notice id (`gateway.notices`)."""
+        return notice_topic(self.prefix, self.rig, validate_notice_id(ident))
+
+    def expiry(self, topic: str) -> int | None:
+        """The MQTT 5 message expiry a retained topic goes out with: notices fade, else None."""
+        notices = f"{self.prefix}/{self.rig}/notice/"
+        return MESSAGE_EXPIRY_SECONDS if topic.startswith(notices) else None
 
 
 def check_publishable_topic(topic: str) -> str:

@@ -141,6 +141,7 @@ class SimulatedMeter:
         as soon as a telegram's last byte has been written to the pty (latency measurements).
         It runs under the rig's lock: keep it short (append to a list)."""
         self._ends: deque[tuple[int, int]] = deque()
+        self._lines: dict[bytes, bytes] = {}
 
     # --- faults and control (any thread) ---------------------------------------------------
 
@@ -148,6 +149,12 @@ class SimulatedMeter:
         """Send the next `count` telegrams with a wrong CRC (CRC-less meters: no effect)."""
         with self._request():
             self._bad_crc += count
+
+    def set_line(self, code: str, line: str) -> None:
+        """From the next telegram on, send `line` instead of the template's line of OBIS
+        `code` (a firmware update, a swapped meter); the CRC follows."""
+        with self._request():
+            self._lines = {**self._lines, code.encode("ascii"): line.encode("ascii")}
 
     def truncate(self, count: int = 1) -> None:
         """Cut the next `count` telegrams off halfway (the following '/' resynchronises)."""
@@ -377,7 +384,7 @@ class SimulatedMeter:
             self._noise_left += self._noise_bytes_each
             self._noise_kind = NoiseKind.GARBAGE
             self._feed_noise(self._noise_bytes_each)
-        raw = self.model.template.render(slot, self.meter_time(slot), bad_crc=bad)
+        raw = self.model.template.render(slot, self.meter_time(slot), bad_crc=bad, swap=self._lines)
         if bad and self._bad_crc > 0:
             self._bad_crc -= 1
         self._seq = n

@@ -10,6 +10,7 @@ templates, DSMR 2.2 / 3.0, stay CRC-less). Every other line is the meter's, byte
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_DOWN, Decimal
@@ -100,12 +101,20 @@ class TelegramTemplate:
         """The identification line, '/' included."""
         return self.lines[0]
 
-    def render(self, slot: int, meter_time: datetime, *, bad_crc: bool = False) -> bytes:
+    def render(
+        self,
+        slot: int,
+        meter_time: datetime,
+        *,
+        bad_crc: bool = False,
+        swap: Mapping[bytes, bytes] | None = None,
+    ) -> bytes:
         """The telegram of time slot `slot` (0 = the template's values) at `meter_time`.
 
         Values advance with elapsed = slot * interval: energy by the template's power (or
         DEFAULT_POWER_KW when it reads zero), gas by GAS_M3_PER_HOUR per capture period.
         `bad_crc` writes a CRC that does not match (CRC-less templates stay CRC-less).
+        `swap` replaces the template's lines of these OBIS codes (say b"0-0:96.1.4") whole.
         """
         elapsed_h = Decimal(slot) * Decimal(str(self.interval_s)) / 3600
         start_time = meter_time - timedelta(seconds=slot * self.interval_s)
@@ -114,6 +123,8 @@ class TelegramTemplate:
         i = 0
         while i < len(lines):
             line = lines[i]
+            if swap and (new := swap.get(line.split(b"(", 1)[0])) is not None:
+                line = new
             out.append(self._line(line, elapsed_h, meter_time, start_time))
             if m := _OLD_GAS.match(line):
                 # DSMR 2.2 / 3.0: the hourly gas reading stands alone on the next line.

@@ -18,6 +18,7 @@ from gateway.publish.outbox import SESSION_KIND
 from gateway.publish.sessions import Announced, ChainLink, EdgeState, Session
 from gateway.publish.spool import (
     CACHE_KIB,
+    SCHEMA_VERSION,
     CommitBatch,
     CommitResult,
     DeadLetter,
@@ -325,7 +326,9 @@ def test_a_schema_1_spool_is_migrated_and_its_rows_start_no_chain(tmp_path: Path
     assert s.read_from(0, 10) == [SpoolMessage(7, "v5", 41, "raw", "t", b"/X", 1, 5, None)]
     assert s.edge_state() == EdgeState()
     assert s.seq_reservations() == {"v5": 1000} and not s.unclean
-    assert s.db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()[0] == "2"
+    assert s.db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()[0] == str(
+        SCHEMA_VERSION
+    )
     s.commit(CommitBatch(inserts=[SpoolMessage(8, "v5", 42, "raw", "t", b"/Y", 1, 6, 41)]))
     assert [m.prev_seq for m in s.read_from(0, 10)] == [None, 41]
     s.close()

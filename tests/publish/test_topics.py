@@ -111,3 +111,16 @@ def test_last_line_check_refuses_unpublishable_topics(topic: str) -> None:
     """The check before paho refuses wildcards, NUL, '$' and empty levels."""
     with pytest.raises(TopicError):
         check_publishable_topic(topic)
+
+
+def test_notice_topics_take_only_notice_ids_and_fade() -> None:
+    """A notice topic is built from a notice ID only; notices, and nothing else, expire."""
+    topics = TopicBuilder("rig-a")
+    ident = "20261206T214012345678Z-rig-a-3f9c01aa"
+    topic = topics.notice(ident)
+    assert topic == f"p1/rig-a/notice/{ident}"
+    assert topics.expiry(topic) == 180 * 24 * 3600
+    assert topics.expiry(topics.variants()) is None and topics.expiry(topics.status()) is None
+    for bad in ("x/y", "#", ident + "/x", ident + "\n", ""):
+        with pytest.raises(IdentifierError):
+            topics.notice(bad)
