@@ -241,8 +241,9 @@ class SlotConfig(_Frozen):
         return self
 
 
-class _EnvFirst(BaseSettings):
-    """Settings read from a file's data with `P1GW_` environment overrides on top."""
+class EnvFirstSettings(BaseSettings):
+    """Settings read from a file's data with environment overrides on top (the subclass's
+    `env_prefix`: `P1GW_` for the gateway, `P1LAB_` for the lab)."""
 
     @classmethod
     def settings_customise_sources(
@@ -253,11 +254,11 @@ class _EnvFirst(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        """Environment first, so `P1GW_` variables override the file."""
+        """Environment first, so the prefixed variables override the file."""
         return env_settings, init_settings
 
 
-class _MainFile(_EnvFirst):
+class _MainFile(EnvFirstSettings):
     """The main file's settings, with `P1GW_` environment overrides on top."""
 
     model_config = SettingsConfigDict(
@@ -279,7 +280,7 @@ class _MainFile(_EnvFirst):
     slots_file: Path | None = None
 
 
-class _StatusOnly(_EnvFirst):
+class _StatusOnly(EnvFirstSettings):
     """The main file's `[status]` table alone, with `P1GW_STATUS__` overrides on top."""
 
     model_config = SettingsConfigDict(

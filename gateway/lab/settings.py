@@ -15,14 +15,9 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from pydantic_settings import (
-    BaseSettings,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-    SettingsError,
-)
+from pydantic_settings import SettingsConfigDict, SettingsError
 
-from gateway.config import RigId, TopicPrefix, ZoneName
+from gateway.config import EnvFirstSettings, RigId, TopicPrefix, ZoneName
 from gateway.errors import ConfigError, ConfigProblem
 
 ENV_PREFIX = "P1LAB_"
@@ -69,7 +64,7 @@ class LabMqtt(_Frozen):
     timeout: float = Field(default=10, gt=0, le=300)
 
 
-class _LabFile(BaseSettings):
+class _LabFile(EnvFirstSettings):
     """The whole file, with `P1LAB_` environment overrides on top."""
 
     model_config = SettingsConfigDict(
@@ -78,18 +73,6 @@ class _LabFile(BaseSettings):
 
     lab: LabSection = LabSection()
     mqtt: LabMqtt
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        """Environment first, so `P1LAB_` variables override the file."""
-        return env_settings, init_settings
 
 
 @dataclass(frozen=True, slots=True)
