@@ -322,6 +322,37 @@ class Lab:
         if by_rigs and (name in self.settings.lab.rigs or tx.rig(name) is not None):
             raise LabRefusal(f"a rig is called {name!r}")
 
+    def _add_account(
+        self,
+        name: str,
+        mark: str,
+        check: Callable[[Tx], None],
+        create: Callable[[Accounts], str],
+        record: Callable[[Tx], None],
+        role: str,
+    ) -> str:
+        """Make a broker account and record it in one store transaction, checked before and
+        inside it; the account is undone when the store refuses (nothing is left half made).
+        Then tell the rigs; return the account's secret (shown once)."""
+        with self.store.read() as tx:
+            check(tx)
+        accounts = Accounts(self.link(), self.prefix)
+        made = False
+        try:
+            with self.store.write() as tx:
+                check(tx)
+                if accounts.made_by_lab(name, mark) is False:
+                    raise LabRefusal(f"the broker has an account {name!r} the lab did not make")
+                secret = create(accounts)
+                made = True
+                record(tx)
+        except BaseException:
+            if made:
+                accounts.undo(name, role)
+            raise
+        self.tell_rigs()
+        return secret
+
     def rigs_add(self, rig: str) -> None:
         """`lab rigs add R`: the rig's broker account; its password last on stdout."""
         _checked(validate_rig_id, rig)
@@ -334,27 +365,16 @@ class Lab:
                 raise LabRefusal(f"rig {rig!r} exists")
             self._not_taken(tx, rig, by_rigs=False)
 
-        with self.store.read() as tx:
-            check(tx)
-        accounts = Accounts(self.link(), self.prefix)
-        made = False
-        try:
-            with self.store.write() as tx:
-                check(tx)
-                if accounts.made_by_lab(rig, RIG_MARK) is False:
-                    raise LabRefusal(f"the broker has an account {rig!r} the lab did not make")
-                password = accounts.create_rig(rig)
-                made = True
-                record = tx.ensure_rig(rig, self.now)
-                tx.set_account(rig)
-                if record.version == 0:
-                    tx.bump_version(rig)  # its first schedule, empty, goes out
-                tx.audit(self.now, self.actor, "rigs add", f"rig {rig}", {})
-        except BaseException:
-            if made:
-                accounts.undo(rig, rig_role(rig))
-            raise
-        self.tell_rigs()
+        def record(tx: Tx) -> None:
+            entry = tx.ensure_rig(rig, self.now)
+            tx.set_account(rig)
+            if entry.version == 0:
+                tx.bump_version(rig)  # its first schedule, empty, goes out
+            tx.audit(self.now, self.actor, "rigs add", f"rig {rig}", {})
+
+        password = self._add_account(
+            rig, RIG_MARK, check, lambda a: a.create_rig(rig), record, rig_role(rig)
+        )
         self.say(f"rig {rig} added: it may write {self.prefix}/{rig}/# and read its schedule")
         self.say("its password (shown once; the rig's bridge uses it as remote_password):")
         self.say(password)
@@ -429,26 +449,15 @@ class Lab:
                 raise LabRefusal(f"tester {name!r} exists")
             self._not_taken(tx, name, by_rigs=True)
 
-        with self.store.read() as tx:
-            check(tx)
-        accounts = Accounts(self.link(), self.prefix)
-        made = False
-        try:
-            with self.store.write() as tx:
-                check(tx)
-                if accounts.made_by_lab(name, TESTER_MARK) is False:
-                    raise LabRefusal(f"the broker has an account {name!r} the lab did not make")
-                code = accounts.create_tester(name)
-                made = True
-                tx.add_tester(name, end, self.now)
-                tx.audit(
-                    self.now, self.actor, "testers add", f"tester {name}", {"until": self.show(end)}
-                )
-        except BaseException:
-            if made:
-                accounts.undo(name, tester_role(name))
-            raise
-        self.tell_rigs()
+        def record(tx: Tx) -> None:
+            tx.add_tester(name, end, self.now)
+            tx.audit(
+                self.now, self.actor, "testers add", f"tester {name}", {"until": self.show(end)}
+            )
+
+        code = self._add_account(
+            name, TESTER_MARK, check, lambda a: a.create_tester(name), record, tester_role(name)
+        )
         self.say(f"tester {name} added, agreement until {self.show(end)}")
         self.say("its access code (shown once):")
         self.say(code)
