@@ -1,11 +1,13 @@
 """The shell around the meter watch (`observe`): notices stored, posted and tidied.
 
-On a change a meter shows (reader thread) or a technician's change to a variant (reload, main
-thread), the new observed state and its notices are committed to the spool's `observed` and
-`notice` tables in one transaction, then handed to the publisher, which sends each retained
-(with its 180-day expiry) until the broker acknowledges it; the main loop then deletes the
-acknowledged ones (`tidy`). At start the stored observed state is the baseline (a restart
-posts nothing new) and the notices not yet acknowledged go out again.
+A change a meter shows is seen on the reader thread (cheaply, by the pure watch) and handed to
+the main thread (`drain`), so the reader never waits for the disk. There, as for a
+technician's change to a variant (reload), the new observed state and its notices are
+committed to the spool's `observed` and `notice` tables in one transaction, then handed to the
+publisher, which sends each retained (with its 180-day expiry) until the broker acknowledges
+it; the main loop then deletes the acknowledged ones (`tidy`). At start the stored observed
+state is the baseline (a restart posts nothing new) and the notices not yet acknowledged go
+out again.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections import deque
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -42,7 +45,9 @@ class MeterNotices:
         self.store = NoticeStore(publisher.settings.spool.path)
         self._watches: dict[str, MeterWatch] = {}
         self._observed: dict[str, dict[str, Any]] = {}
-        self._lock = threading.Lock()  # the reader thread's changes and the main thread's
+        self._lock = threading.Lock()  # the catalogue's observed blocks, read by both threads
+        self._seen: deque[tuple[str, Observed, list[Change], int]] = deque()
+        """Changes the reader thread saw, for the main thread to store and post (`drain`)."""
         self.posted = 0
         """Notices posted by this run."""
 
@@ -75,7 +80,7 @@ class MeterNotices:
 
     def telegram(self, variant: str, telegram: Telegram, mono_ns: int, wall_ns: int) -> bool:
         """Watch one decoded telegram (reader thread, hot path: cheap unless something
-        changed); True when the observed state changed (the catalogue is to go out again)."""
+        changed); True when the meter showed a change: `drain` it on the main thread."""
         watch = self._watches.get(variant)
         if watch is None:
             watch = self._watches[variant] = MeterWatch()
@@ -83,7 +88,16 @@ class MeterNotices:
         if result is None:
             return False
         observed, changes = result
-        self._record(variant, observed, changes, wall_ns)
+        self._seen.append((variant, observed, changes, wall_ns))  # deque: thread-safe
+        return True
+
+    def drain(self) -> bool:
+        """Store and post the changes the reader thread saw (main thread); True when there
+        were any (the catalogue, with its observed blocks, is to go out again)."""
+        if not self._seen:
+            return False
+        while self._seen:
+            self._record(*self._seen.popleft())
         return True
 
     def reloaded(self, old: GatewayConfig, new: GatewayConfig) -> None:

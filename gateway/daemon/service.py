@@ -178,7 +178,7 @@ class Gateway:
                 mono, wall = event.received_monotonic_ns, event.received_wall_ns
                 self.publisher.submit_telegram(event.variant, telegram, mono, wall)
                 if self.notices.telegram(event.variant, telegram, mono, wall):
-                    self.publish_catalogue(self.cfg)  # (rare: the meter showed a change)
+                    self._wake.set()  # rare: the main loop stores and posts the notice
                 return
         self.publisher.submit_invalid(
             event.variant,
@@ -318,6 +318,8 @@ class Gateway:
                 if changed:
                     self.reload("file changed: " + ", ".join(p.name for p in changed))
             self.follow_schedule()
+            if self.notices.drain():
+                self.publish_catalogue(self.cfg)
             if Job.HEALTH in due:
                 timers.done(Job.HEALTH, now)
                 self.notices.tidy()
@@ -345,6 +347,7 @@ class Gateway:
         self.notifier.stopping()
         log.info("stopping")
         self.mux.stop(timeout=max(0.5, min(1.5, timeout / 3)))
+        self.notices.drain()  # a change the reader saw last is stored before the spool closes
         self.publisher.stop(timeout=max(0.5, deadline - time.monotonic() - 0.3))
         self.notices.tidy()
         self.notices.close()

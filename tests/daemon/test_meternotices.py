@@ -35,6 +35,7 @@ def run(spool: Path, broker: MosquittoBroker | None, *versions: str) -> tuple[in
     try:
         for i, version in enumerate(versions):
             notices.telegram("v5", tg(version), i * 1_000_000_000, time.time_ns())
+        notices.drain()  # what the main loop does with what the reader thread saw
         if broker is not None:
             assert wait_until(lambda: pub.status().connected, 5)
             assert pub.flush(5)
@@ -76,3 +77,23 @@ def test_a_notice_made_offline_goes_out_after_a_restart_and_only_once(tmp_path: 
         probe.stop()
     finally:
         broker.close()
+
+
+def test_the_reader_thread_only_sees_a_change_the_main_thread_stores_it(tmp_path: Path) -> None:
+    """`telegram` (reader thread) writes nothing to disk; `drain` (main thread) stores it."""
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    pub = Publisher(settings(spool, None), all_day("acme"))
+    pub.start()
+    notices = MeterNotices(pub)
+    notices.open()
+    try:
+        notices.telegram("v5", tg("1.0"), 0, time.time_ns())  # the baseline: no notice
+        assert notices.telegram("v5", tg("2.0"), 10**9, time.time_ns())
+        assert stored(spool) == [] and notices.posted == 0
+        assert notices.drain()
+        assert len(stored(spool)) == 1 and notices.posted == 1
+        assert not notices.drain()
+    finally:
+        pub.stop(timeout=2)
+        notices.close()
